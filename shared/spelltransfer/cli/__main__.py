@@ -1,0 +1,3 @@
+from spelltransfer.cli import main
+
+main()
