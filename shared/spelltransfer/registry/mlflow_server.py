@@ -1,0 +1,71 @@
+"""The MLflow tracking server: runs + model registry in SQL, artifacts proxied to S3.
+
+``--serve-artifacts`` makes the server the only holder of S3 keys: trainers, the evaluator and
+``registry pull`` talk HTTP to it (``mlflow-artifacts:/`` URIs) and never see a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from spelltransfer.registry import processes
+from spelltransfer.registry.credentials import S3Credentials
+from spelltransfer.registry.errors import ServerStartError
+
+
+def start_mlflow(
+    backend_store_uri: str, bucket: str, s3_endpoint_url: str, credentials: S3Credentials,
+    host: str, port: int, log_path: Path, workers: int = 1, cwd: Path | None = None,
+) -> dict:
+    """Start ``mlflow server`` detached; returns its process record with ``url``."""
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", backend_store_uri,
+        "--artifacts-destination", f"s3://{bucket}",
+        "--serve-artifacts",
+        "--host", host, "--port", str(port), "--workers", str(workers),
+    ]
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "SPELLTRANSFER_S3_"))}
+    env.update(credentials.server_env())
+    env.update(MLFLOW_S3_ENDPOINT_URL=s3_endpoint_url, AWS_DEFAULT_REGION="us-east-1")
+    # The server's own boto3 must give up fast when S3 is down, so clients (the outbox) see the
+    # failure and back off instead of holding a request open for minutes.
+    env.setdefault("AWS_MAX_ATTEMPTS", "2")
+    record = processes.spawn(command, env, log_path, cwd=cwd)
+    record.update(url=f"http://{host}:{port}", port=port, backend_store_uri=_redact(backend_store_uri))
+    return record
+
+
+def _redact(uri: str) -> str:
+    """A PostgreSQL URL's password never goes into state files or status output."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        userinfo, host = rest.rsplit("@", 1)
+        return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+    return uri
+
+
+def is_healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        return requests.get(f"{url}/health", timeout=timeout).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def wait_ready(url: str, timeout: float, record: dict | None = None) -> float:
+    """Poll ``/health`` until OK; returns seconds waited. Raises with the log tail on failure."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if record is not None and not processes.is_running(record):
+            raise ServerStartError(
+                f"mlflow server exited during start; see {record['log']}:\n{processes.log_tail(record['log'])}"
+            )
+        if is_healthy(url):
+            return time.monotonic() - start
+        time.sleep(0.25)
+    raise ServerStartError(f"mlflow server at {url} not healthy after {timeout:.0f} s; see {record and record['log']}")
