@@ -1,0 +1,1 @@
+"""Thin gRPC/HTTP layers over the spelltransfer package: parse, call an engine, serialise."""

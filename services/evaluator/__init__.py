@@ -1,0 +1,1 @@
+"""Evaluator gRPC service (``spelltransfer platform evaluator``)."""

@@ -1,0 +1,1 @@
+"""Sweep controller gRPC service (``spelltransfer platform controller``)."""

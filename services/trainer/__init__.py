@@ -1,0 +1,1 @@
+"""Trainer worker gRPC service (``spelltransfer platform trainer``)."""

@@ -1,0 +1,89 @@
+"""The evaluator service's engine: one ``spelltransfer eval`` subprocess per request.
+
+A subprocess (not in-process) so a model load cannot leak memory into the long-lived service, a
+cancelled RPC can stop it as a process group, and the result is exactly what the CLI writes:
+``{"tasks": {task: {"accuracy", "ci95": [lo, hi], "n"}}}``. Progress is the number of lines in
+``FILE.predictions.jsonl`` while it grows.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from spelltransfer.errors import ConfigError
+from spelltransfer.platform import process
+from spelltransfer.platform.errors import UnavailableError
+
+
+def eval_command(model: str, adapter: str, data: str, split: str, limit: int, extra_args: list[str],
+                 out: Path) -> list[str]:
+    argv = [sys.executable, "-m", "spelltransfer.cli", "eval", "--model", model, "--data", data,
+            "--split", split, "--out", str(out)]
+    if adapter:
+        argv += ["--adapter", adapter]
+    if limit:
+        argv += ["--limit", str(limit)]
+    return argv + list(extra_args)
+
+
+class Evaluator:
+    """Run evaluations, yielding progress dicts and finally the result."""
+
+    def __init__(self, work_dir: str | Path | None = None, command=eval_command, poll_s: float = 0.5):
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="spelltransfer-eval-")).resolve()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._command = command
+        self._poll_s = poll_s
+
+    def evaluate(self, model: str, adapter: str, data: str, split: str = "validation", limit: int = 0,
+                 extra_args: list[str] | None = None, is_active: Callable[[], bool] = lambda: True) -> Iterator[dict]:
+        if not model:
+            raise ConfigError("model: required (a model name such as smollm2-135m, or a folder)")
+        if not data or not Path(data).is_dir():
+            raise ConfigError(f"data: dataset folder {data!r} does not exist")
+        if adapter and not (Path(adapter) / "adapter_config.json").is_file():
+            raise ConfigError(f"adapter: {adapter!r} has no adapter_config.json")
+        if split not in ("validation", "test", "train"):
+            raise ConfigError(f"split: must be validation, test or train (got {split!r})")
+        if limit < 0:
+            raise ConfigError(f"limit: must be >= 0 (got {limit})")
+        run_dir = Path(tempfile.mkdtemp(prefix="eval-", dir=self.work_dir))
+        out = run_dir / "result.json"
+        predictions = run_dir / "result.predictions.jsonl"
+        argv = self._command(model, adapter, data, split, limit, list(extra_args or []), out)
+        started = time.monotonic()
+        child: subprocess.Popen = process.spawn(argv, run_dir / "eval.log")
+        yield {"stage": "started", "elapsed_s": 0.0, "predictions": 0}
+        try:
+            while child.poll() is None:
+                if not is_active():
+                    process.stop_group(child.pid)
+                    return
+                time.sleep(self._poll_s)
+                yield {"stage": "running", "elapsed_s": time.monotonic() - started,
+                       "predictions": _count_lines(predictions)}
+        finally:
+            if child.poll() is None:
+                process.stop_group(child.pid)
+        if child.returncode != 0 or not out.is_file():
+            tail = (run_dir / "eval.log").read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            if child.returncode == 2:  # the CLI's exit code for a SpellTransferError (bad input)
+                raise ConfigError(f"evaluation rejected its input: {tail[0]}")
+            raise UnavailableError(f"evaluation failed (exit {child.returncode}): {tail[0]}")
+        result = json.loads(out.read_text())
+        yield {"stage": "done", "elapsed_s": time.monotonic() - started, "predictions": _count_lines(predictions),
+               "result": result}
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as handle:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 16), b""))
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,326 @@
+"""The trainer worker's engine: run training trials as ``spelltransfer train`` subprocesses.
+
+State (trials, their process group, how often they were launched) lives in ``WORK_DIR/worker.db``
+(SQLite), written before anything is started. After a restart — even after ``kill -9`` of the
+worker, which also kills its training children through ``PR_SET_PDEATHSIG`` — every trial that
+was running is launched again with ``--resume`` and continues from its last checkpoint.
+
+One supervisor thread owns all child processes (it launches, polls and stops them); RPC threads
+only read and write the table. ``slots`` trials run at once; more are refused with
+``ResourceExhaustedError`` so the controller can place them elsewhere.
+
+Run folders: ``WORK_DIR/runs/<trial_id>/`` (the training run folder of docs/architecture.md),
+with the child's stdout+stderr in ``train.log`` beside ``events.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from spelltransfer.errors import ConfigError
+from spelltransfer.platform import process
+from spelltransfer.platform.errors import NotFoundError, ResourceExhaustedError
+from spelltransfer.platform.events import flatten_numbers, last_step, read_metrics, read_new_lines
+
+log = logging.getLogger(__name__)
+
+PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+TRIAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+CANCEL_GRACE_S = 5.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS trials (
+  trial_id TEXT PRIMARY KEY, state TEXT NOT NULL, config_path TEXT NOT NULL, overrides TEXT NOT NULL,
+  labels TEXT NOT NULL, output_dir TEXT NOT NULL, launches INTEGER NOT NULL DEFAULT 0, pgid INTEGER,
+  cancel_requested INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '', stop_reason TEXT NOT NULL DEFAULT '',
+  last_step INTEGER NOT NULL DEFAULT 0, metrics_json TEXT NOT NULL DEFAULT '',
+  created_at REAL NOT NULL, updated_at REAL NOT NULL)
+"""
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One row of the worker's trial table."""
+
+    trial_id: str
+    state: str
+    config_path: str
+    overrides: list[str]
+    labels: dict[str, str]
+    output_dir: str
+    launches: int
+    pgid: int | None
+    cancel_requested: bool
+    error: str
+    stop_reason: str
+    last_step: int
+    metrics_json: str
+    created_at: float
+    updated_at: float
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return flatten_numbers(json.loads(self.metrics_json)) if self.metrics_json else {}
+
+
+@dataclass
+class _Child:
+    popen: subprocess.Popen
+    cancel_sent_at: float | None = None
+    offset: int = 0  # bytes of events.jsonl already read for last_step
+
+
+def default_train_command(config_path: str, overrides: list[str], output_dir: str, resume: bool) -> list[str]:
+    argv = [sys.executable, "-m", "spelltransfer.cli", "train", "--config", config_path, "--output-dir", output_dir]
+    for assignment in overrides:
+        argv += ["--set", assignment]
+    return argv + (["--resume"] if resume else [])
+
+
+def default_validate(config_path: str, overrides: list[str]) -> None:
+    """Reject a bad config before anything starts (ConfigError names the field)."""
+    from spelltransfer.train.config import load_training_config
+
+    load_training_config(config_path, list(overrides))
+
+
+class TrainerWorker:
+    """Accept, run, follow and cancel training trials; survive restarts."""
+
+    def __init__(self, work_dir: str | Path, slots: int = 1,
+                 train_command: Callable[[str, list[str], str, bool], list[str]] = default_train_command,
+                 validate: Callable[[str, list[str]], None] = default_validate,
+                 poll_s: float = 0.2):
+        if slots < 1:
+            raise ConfigError(f"slots: must be >= 1 (got {slots})")
+        self.work_dir = Path(work_dir).resolve()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.slots = slots
+        self._train_command = train_command
+        self._validate = validate
+        self._poll_s = poll_s
+        self._db = sqlite3.connect(self.work_dir / "worker.db", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(_SCHEMA)
+        self._columns = [d[0] for d in self._db.execute("SELECT * FROM trials LIMIT 0").description]
+        self._lock = threading.RLock()
+        self._children: dict[str, _Child] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._recover()
+        self._supervisor = threading.Thread(target=self._supervise, name="trainer-supervisor", daemon=True)
+        self._supervisor.start()
+
+    # ---- requests (called from RPC threads) ----
+
+    def start_trial(self, trial_id: str, config_path: str, overrides: list[str],
+                    labels: dict[str, str] | None = None) -> TrialRecord:
+        """Accept a trial; the same ``trial_id`` again returns the existing one (never a second run)."""
+        if not TRIAL_ID.match(trial_id or ""):
+            raise ConfigError(f"trial_id: must match {TRIAL_ID.pattern} (got {trial_id!r})")
+        if not config_path:
+            raise ConfigError("config_path: required (a training config YAML on the worker)")
+        with self._lock:
+            existing = self._get(trial_id)
+            if existing is not None:
+                return existing
+            self._validate(config_path, list(overrides))
+            if self._busy() >= self.slots:
+                raise ResourceExhaustedError(f"worker busy: {self.slots} slot(s), all running trials")
+            now = time.time()
+            output_dir = str(self.work_dir / "runs" / trial_id)
+            self._db.execute(
+                "INSERT INTO trials (trial_id, state, config_path, overrides, labels, output_dir, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (trial_id, PENDING, str(Path(config_path).resolve()), json.dumps(list(overrides)),
+                 json.dumps(dict(labels or {})), output_dir, now, now))
+        self._wake.set()
+        return self.get_trial(trial_id)
+
+    def get_trial(self, trial_id: str) -> TrialRecord:
+        with self._lock:
+            record = self._get(trial_id)
+        if record is None:
+            raise NotFoundError(f"trial_id: no trial {trial_id!r} on this worker")
+        return record
+
+    def list_trials(self, active_only: bool = False) -> list[TrialRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM trials ORDER BY created_at").fetchall()
+        records = [self._record(row) for row in rows]
+        return [r for r in records if r.state not in TERMINAL] if active_only else records
+
+    def cancel_trial(self, trial_id: str) -> TrialRecord:
+        with self._lock:
+            record = self.get_trial(trial_id)
+            if record.state in TERMINAL:
+                return record
+            if record.state == PENDING and trial_id not in self._children:
+                self._update(trial_id, state=CANCELLED, stop_reason="cancelled", cancel_requested=1)
+            else:
+                self._update(trial_id, cancel_requested=1)
+        self._wake.set()
+        return self.get_trial(trial_id)
+
+    def info(self) -> dict:
+        active = [r.trial_id for r in self.list_trials(active_only=True)]
+        return {"slots": self.slots, "busy": len(active), "active_trial_ids": active, "work_dir": str(self.work_dir)}
+
+    def watch(self, trial_id: str, from_line: int = 0, is_active: Callable[[], bool] = lambda: True,
+              poll_s: float = 0.2) -> Iterator[tuple[int, dict]]:
+        """Yield ``(line_number, event)`` from events.jsonl as written, then ``(0, {"event": "state"})``
+        once the trial is finished and every line has been read."""
+        record = self.get_trial(trial_id)
+        path = Path(record.output_dir) / "events.jsonl"
+        offset, line = 0, 0
+        while is_active():
+            finished = self.get_trial(trial_id).state in TERMINAL  # read state *before* the file
+            events, offset = read_new_lines(path, offset)
+            for event in events:
+                line += 1
+                if line > from_line:
+                    yield line, event
+            if finished and not events:
+                final = self.get_trial(trial_id)
+                yield 0, {"event": "state", "state": final.state, "step": final.last_step,
+                          "reason": final.stop_reason or final.error}
+                return
+            time.sleep(poll_s)
+
+    def close(self, stop_children: bool = True) -> None:
+        """Stop the supervisor (and, by default, the running children; they resume on next start)."""
+        self._stop.set()
+        self._wake.set()
+        self._supervisor.join(timeout=10)
+        if stop_children:
+            for child in list(self._children.values()):
+                process.stop_group(child.popen.pid, grace_s=CANCEL_GRACE_S)
+                child.popen.wait()
+
+    # ---- supervisor thread: the only one that touches child processes ----
+
+    def _supervise(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception:  # keep supervising; the error is in the log
+                log.exception("trainer supervisor tick failed")
+            self._wake.wait(self._poll_s)
+            self._wake.clear()
+
+    def _tick(self) -> None:
+        for trial_id, child in list(self._children.items()):
+            record = self.get_trial(trial_id)
+            if record.cancel_requested:
+                self._signal_cancel(child)
+            if child.popen.poll() is not None:
+                del self._children[trial_id]
+                self._finish(record, child.popen.returncode)
+            else:
+                events, child.offset = read_new_lines(Path(record.output_dir) / "events.jsonl", child.offset)
+                steps = [int(e["step"]) for e in events if isinstance(e.get("step"), (int, float))]
+                if steps and max(steps) != record.last_step:
+                    self._update(trial_id, last_step=max(steps))
+        for record in self.list_trials(active_only=True):
+            if record.trial_id in self._children or len(self._children) >= self.slots:
+                continue
+            if record.cancel_requested:
+                self._update(record.trial_id, state=CANCELLED, stop_reason="cancelled")
+                continue
+            self._launch(record)
+
+    def _launch(self, record: TrialRecord) -> None:
+        output_dir = Path(record.output_dir)
+        resume = any((output_dir / "checkpoints").glob("step-*"))
+        argv = self._train_command(record.config_path, record.overrides, str(output_dir), resume)
+        popen = process.spawn(argv, output_dir.parent / f"{record.trial_id}.log")
+        self._children[record.trial_id] = _Child(popen)
+        self._update(record.trial_id, state=RUNNING, pgid=popen.pid, launches=record.launches + 1)
+        log.info("trial %s: started pid %d (%s)", record.trial_id, popen.pid, "resume" if resume else "fresh")
+
+    def _signal_cancel(self, child: _Child) -> None:
+        import signal
+
+        now = time.monotonic()
+        try:
+            if child.cancel_sent_at is None:
+                child.cancel_sent_at = now
+                os.killpg(child.popen.pid, signal.SIGTERM)
+            elif now - child.cancel_sent_at > CANCEL_GRACE_S:
+                os.killpg(child.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _finish(self, record: TrialRecord, returncode: int) -> None:
+        output_dir = Path(record.output_dir)
+        metrics = read_metrics(output_dir)
+        step = last_step(output_dir)
+        if record.cancel_requested:
+            self._update(record.trial_id, state=CANCELLED, stop_reason="cancelled", last_step=step, pgid=None)
+        elif returncode == 0 and metrics is not None:
+            stop = metrics.get("stop") if isinstance(metrics.get("stop"), dict) else {}
+            reason = str(stop.get("reason") or metrics.get("stop_reason") or "done")
+            stop_step = stop.get("step") or metrics.get("stop_step") or step
+            self._update(record.trial_id, state=SUCCEEDED, stop_reason=reason, metrics_json=json.dumps(metrics),
+                         last_step=int(stop_step), pgid=None)
+        else:
+            error = self._error_message(output_dir, record.trial_id, returncode, metrics)
+            self._update(record.trial_id, state=FAILED, error=error, last_step=step, pgid=None)
+        log.info("trial %s: finished (exit %s)", record.trial_id, returncode)
+
+    def _error_message(self, output_dir: Path, trial_id: str, returncode: int, metrics: dict | None) -> str:
+        events, _ = read_new_lines(output_dir / "events.jsonl", 0)
+        errors = [e for e in events if e.get("event") == "error"]
+        if errors:
+            return f"exit {returncode}: {errors[-1].get('message') or errors[-1].get('error') or errors[-1]}"
+        if returncode == 0 and metrics is None:
+            return "exit 0 but no metrics.json was written"
+        log_path = output_dir.parent / f"{trial_id}.log"
+        tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+        return f"exit {returncode}: {tail.strip().splitlines()[-1] if tail.strip() else 'no output'}"
+
+    # ---- restart recovery ----
+
+    def _recover(self) -> None:
+        """Trials that were running when the worker died go back to PENDING and resume."""
+        for record in self.list_trials(active_only=True):
+            if record.pgid and process.group_alive(record.pgid) and record.output_dir in process.cmdline(record.pgid):
+                log.warning("trial %s: stopping orphaned process group %d", record.trial_id, record.pgid)
+                process.stop_group(record.pgid, grace_s=2.0)
+            if record.state == RUNNING:
+                self._update(record.trial_id, state=PENDING, pgid=None)
+
+    # ---- table helpers ----
+
+    def _busy(self) -> int:
+        return self._db.execute(
+            "SELECT COUNT(*) FROM trials WHERE state IN (?, ?)", (PENDING, RUNNING)).fetchone()[0]
+
+    def _get(self, trial_id: str) -> TrialRecord | None:
+        row = self._db.execute("SELECT * FROM trials WHERE trial_id = ?", (trial_id,)).fetchone()
+        return self._record(row) if row else None
+
+    def _update(self, trial_id: str, **values) -> None:
+        values["updated_at"] = time.time()
+        columns = ", ".join(f"{key} = ?" for key in values)
+        with self._lock:
+            self._db.execute(f"UPDATE trials SET {columns} WHERE trial_id = ?", (*values.values(), trial_id))
+
+    def _record(self, row: tuple) -> TrialRecord:
+        data = dict(zip(self._columns, row))
+        data["overrides"] = json.loads(data["overrides"])
+        data["labels"] = json.loads(data["labels"])
+        data["cancel_requested"] = bool(data["cancel_requested"])
+        return TrialRecord(**data)

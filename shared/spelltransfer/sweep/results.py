@@ -1,0 +1,105 @@
+"""Where a sweep's trials end up: ``results/metrics/<sweep>/trials.csv`` and MLflow.
+
+MLflow gets one parent run per sweep (spec, best value) and one child run per finished trial
+(params, the three validation accuracies, objective, steps, stop reason), linked by the
+``mlflow.parentRunId`` tag so the UI nests them. The client API is used (no global active run),
+because trials finish on different controller threads.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spelltransfer.sweep.controller import SweepView, TrialView
+
+ACCURACY_COLUMNS = ("spelling_accuracy", "position_accuracy", "count_accuracy")
+
+
+def trials_csv_path(results_dir: str, sweep: str) -> Path:
+    return Path(results_dir) / "metrics" / sweep / "trials.csv"
+
+
+def write_trials_csv(path: Path, view: "SweepView") -> None:
+    """One row per trial (params, accuracies, objective, steps, stop reason), written atomically."""
+    param_names = sorted({name for trial in view.trials for name in trial.params})
+    columns = ["number", "state", "attempts", "worker", *param_names, *ACCURACY_COLUMNS, "objective", "steps",
+               "stop_reason", "duration_s", "error"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for trial in view.trials:
+        row = {"number": trial.number, "state": trial.state, "attempts": trial.attempts, "worker": trial.worker,
+               "objective": "" if trial.objective is None else f"{trial.objective:.6g}", "steps": trial.steps,
+               "stop_reason": trial.stop_reason, "duration_s": f"{trial.duration_s:.1f}", "error": trial.error}
+        row.update(trial.params)
+        for column in ACCURACY_COLUMNS:
+            value = trial.metrics.get(column)
+            row[column] = "" if value is None else f"{value:.6g}"
+        writer.writerow(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".csv.tmp{os.getpid()}")
+    tmp.write_text(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    from spelltransfer.track.config import DEFAULT_MLFLOW_URI
+
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_MLFLOW_URI
+
+
+class SweepTracker:
+    """MLflow parent run per sweep, child run per trial."""
+
+    def __init__(self, tracking_uri: str | None, experiment: str):
+        from mlflow.tracking import MlflowClient
+
+        uri = resolve_tracking_uri(tracking_uri)
+        artifacts = None
+        if uri.startswith("sqlite:///"):
+            # Keep artifacts beside the database rather than in ./mlruns of whatever the cwd is.
+            db_dir = Path(uri.removeprefix("sqlite:///")).resolve().parent
+            db_dir.mkdir(parents=True, exist_ok=True)
+            artifacts = (db_dir / "artifacts").as_uri()
+        self.client = MlflowClient(tracking_uri=uri)
+        existing = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = (existing.experiment_id if existing
+                              else self.client.create_experiment(experiment, artifact_location=artifacts))
+
+    def start_sweep(self, name: str, spec_yaml: str, params: dict[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={"spelltransfer.sweep": name})
+        for key, value in params.items():
+            self.client.log_param(run.info.run_id, key, value[:6000])
+        self.client.log_text(run.info.run_id, spec_yaml, "sweep.yaml")
+        return run.info.run_id
+
+    def log_trial(self, parent_run_id: str, sweep: str, trial: "TrialView") -> str:
+        run = self.client.create_run(self.experiment_id, run_name=f"{sweep}-trial-{trial.number}", tags={
+            "mlflow.parentRunId": parent_run_id, "spelltransfer.sweep": sweep, "trial.number": str(trial.number),
+            "trial.state": trial.state, "trial.stop_reason": trial.stop_reason, "trial.worker": trial.worker})
+        run_id = run.info.run_id
+        for key, value in trial.params.items():
+            self.client.log_param(run_id, key, value)
+        metrics = {k: v for k, v in trial.metrics.items() if k in ACCURACY_COLUMNS}
+        if trial.objective is not None:
+            metrics["objective"] = trial.objective
+        metrics.update(steps=float(trial.steps), attempts=float(trial.attempts), duration_s=trial.duration_s)
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, key, value)
+        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(trial.state, "FAILED")
+        self.client.set_terminated(run_id, status=status)
+        return run_id
+
+    def finish_sweep(self, run_id: str, view: "SweepView", csv_path: Path | None) -> None:
+        if view.best_number >= 0:
+            self.client.log_metric(run_id, "best_value", view.best_value)
+            self.client.set_tag(run_id, "best_trial", str(view.best_number))
+        self.client.log_metric(run_id, "trials", float(len(view.trials)))
+        if csv_path is not None and csv_path.exists():
+            self.client.log_artifact(run_id, str(csv_path))
+        self.client.set_terminated(run_id, status="FINISHED" if view.state == "COMPLETED" else "KILLED")

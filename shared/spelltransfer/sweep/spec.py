@@ -1,0 +1,235 @@
+"""The sweep spec: what to search, how, for how long, and what "better" means.
+
+A YAML file under ``configs/sweeps/``; parameters are training-config keys (``--set`` paths)::
+
+    name: lora-tpe
+    base_config: configs/training/config.yaml
+    overrides: [training.eval_steps=100]          # fixed for every trial
+    strategy: tpe                                  # grid | random | tpe
+    objective: mean_transfer                       # spelling | position | count | mean_transfer
+    max_trials: 20
+    parameters:
+      model.lora.r: {type: int, low: 4, high: 32, log: true}
+      optimizer.lr: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}
+      training.batch_size: {values: [4, 8, 16, 32]}
+
+Every error names the field (``parameters.optimizer.lr.low: must be < high``); ``validate_spec``
+also checks the base config and that every parameter key exists in it, so nothing starts with a
+spec that would fail on the first trial.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from spelltransfer.errors import ConfigError
+
+Objective = Literal["spelling", "position", "count", "mean_transfer"]
+
+
+class ParameterSpec(BaseModel):
+    """One searched value: a range (``low``/``high``, optional ``log`` or ``step``) or explicit ``values``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["int", "float", "categorical"] | None = Field(
+        None, description="int | float | categorical; null = categorical when values are given, else float.")
+    low: float | None = Field(None, description="Lower bound (inclusive).")
+    high: float | None = Field(None, description="Upper bound (inclusive).")
+    log: bool = Field(False, description="Sample on a log scale (ranges only).")
+    step: float | None = Field(None, gt=0, description="Grid step for int/float ranges (needed by strategy: grid for floats).")
+    values: list[Any] | None = Field(None, min_length=1, description="Explicit choices (categorical or a grid).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ParameterSpec":
+        if self.values is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either values or low/high, not both")
+            if self.type not in (None, "categorical"):
+                raise ValueError("values makes a categorical parameter; drop type or set type: categorical")
+            return self
+        if self.type == "categorical":
+            raise ValueError("categorical parameters need values")
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs low and high (or give values)")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0 (got {self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined")
+        if self.kind == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("int ranges need whole-number low and high")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.values is not None:
+            return "categorical"
+        return self.type or "float"
+
+    def grid_values(self, name: str) -> list[Any]:
+        """The finite list a grid search walks; raises ConfigError when the range is continuous."""
+        if self.values is not None:
+            return list(self.values)
+        if self.kind == "int":
+            step = int(self.step or 1)
+            if self.log:  # powers of two between low and high: the usual grid for ranks and batch sizes
+                values, value = [], int(self.low)
+                while value <= self.high:
+                    values.append(value)
+                    value *= 2
+                return values
+            return list(range(int(self.low), int(self.high) + 1, step))
+        if self.step is None:
+            raise ConfigError(f"parameters.{name}: strategy grid needs values or a step for a float range")
+        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        return [round(self.low + i * self.step, 12) for i in range(count)]
+
+    def sample_value(self) -> Any:
+        """One valid value (the lower bound or the first choice), used to check the key exists."""
+        if self.values is not None:
+            return self.values[0]
+        return int(self.low) if self.kind == "int" else self.low
+
+
+class PrunerSpec(BaseModel):
+    """Stop poor trials early from their intermediate validation objective (reported at each eval)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["none", "asha", "hyperband"] = Field("none", description="asha = successive halving; hyperband.")
+    min_resource: int = Field(1, ge=1, description="Training steps before a trial can be pruned.")
+    max_resource: int | Literal["auto"] = Field("auto", description="Hyperband: steps of the longest trial.")
+    reduction_factor: int = Field(3, ge=2, description="Keep 1/reduction_factor of trials at each rung.")
+
+
+class MlflowSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="Log a parent run per sweep and a child run per trial.")
+    tracking_uri: str | None = Field(None, description="null = $MLFLOW_TRACKING_URI, else the trainer's default.")
+    experiment: str | None = Field(None, description="null = sweeps/<name>.")
+
+
+class SweepSpec(BaseModel):
+    """A whole sweep; immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                      description="Sweep (and Optuna study) name; results go to results/metrics/<name>/.")
+    base_config: str = Field("configs/training/config.yaml", min_length=1,
+                             description="Training config every trial starts from (path on the workers).")
+    overrides: list[str] = Field(default_factory=list, description="key=value applied to every trial.")
+    parameters: dict[str, ParameterSpec] = Field(..., min_length=1, description="Training-config key -> search space.")
+    strategy: Literal["grid", "random", "tpe"] = Field("tpe", description="Optuna sampler.")
+    seed: int = Field(0, ge=0, description="Sampler seed.")
+    objective: Objective = Field("mean_transfer", description="Validation accuracy to maximise; mean_transfer = mean of position and count.")
+    max_trials: int = Field(10, ge=1, le=10000, description="Trials to run (grid: at most the grid size).")
+    max_retries: int = Field(1, ge=0, le=10, description="Times a failed trial is run again before it counts as FAIL.")
+    parallelism: int | None = Field(None, ge=1, description="Trials running at once; null = every free worker slot.")
+    worker_lost_s: float = Field(300.0, gt=0, description="A trial whose worker is unreachable this long is retried elsewhere.")
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec, description="Early stopping of poor trials.")
+    storage: str | None = Field(None, description="Optuna RDB URL (sqlite:///..., postgresql://...); null = SQLite in the controller's state dir.")
+    results_dir: str = Field("results", min_length=1, description="trials.csv goes to RESULTS_DIR/metrics/<name>/.")
+    mlflow: MlflowSpec = Field(default_factory=MlflowSpec, description="MLflow parent/child runs.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SweepSpec":
+        for key in self.parameters:
+            if key.count(".") < 1:
+                raise ValueError(f"parameters.{key}: use a dotted training-config key, e.g. optimizer.lr")
+        for assignment in self.overrides:
+            if "=" not in assignment:
+                raise ValueError(f"overrides: {assignment!r} is not key=value")
+        if self.storage and not self.storage.startswith(("sqlite:///", "postgresql", "mysql")):
+            raise ValueError(f"storage: expected sqlite:///PATH or postgresql://... (got {self.storage!r})")
+        return self
+
+    def grid(self) -> dict[str, list[Any]]:
+        return {name: spec.grid_values(name) for name, spec in self.parameters.items()}
+
+    def trial_count(self) -> int:
+        """max_trials, capped at the grid size for grid search (a grid never repeats a point)."""
+        if self.strategy != "grid":
+            return self.max_trials
+        return min(self.max_trials, math.prod(len(v) for v in self.grid().values()))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _location(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc if not str(part).startswith(("function-", "literal[")))
+
+
+def parse_spec(text: str, source: str = "sweep spec") -> SweepSpec:
+    """YAML text -> SweepSpec; ConfigError names the file and field."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: must be a mapping (name, parameters, ...)")
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            where = _location(item["loc"]) or "spec"
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(message if message.startswith(f"{where}:") else f"{where}: {message}")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep spec {path} does not exist")
+    return parse_spec(path.read_text(), source=str(path))
+
+
+def check_training_config(spec: SweepSpec, params: dict[str, Any] | None = None) -> None:
+    """The base config with the fixed overrides and the parameters must validate.
+
+    Without ``params`` each parameter is checked alone with one sample value, so the error names
+    the parameter (``parameters.model.lora.rank: unknown key ...``); with ``params`` (one trial's
+    values) they are checked together, catching combinations such as batch_size % grad_accum.
+    """
+    from spelltransfer.train.config import load_training_config
+
+    def check(field: str, assignments: list[str]) -> None:
+        try:
+            load_training_config(spec.base_config, assignments)
+        except ConfigError as error:
+            raise ConfigError(f"{field}: {error}") from None
+
+    if params is not None:
+        check("parameters", trial_overrides(spec, params))
+        return
+    check("base_config/overrides", list(spec.overrides))
+    if spec.strategy == "grid":
+        spec.grid()  # raises for a continuous float range
+    for name, parameter in spec.parameters.items():
+        check(f"parameters.{name}", trial_overrides(spec, {name: parameter.sample_value()}))
+
+
+def trial_overrides(spec: SweepSpec, params: dict[str, Any]) -> list[str]:
+    """--set assignments for one trial: the sweep's fixed overrides, then its parameters."""
+    return list(spec.overrides) + [f"{key}={_yaml_scalar(value)}" for key, value in params.items()]
+
+
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, dict)):
+        return yaml.safe_dump(value, default_flow_style=True).strip()
+    return str(value)

@@ -1,0 +1,103 @@
+"""The Optuna side of a sweep: storage, sampler, pruner and the objective read from metrics.
+
+Storage is RDB: SQLite by default (one file beside the controller's state), any SQLAlchemy URL
+(PostgreSQL) when controllers and users spread over hosts. The study is loaded if it exists, so
+a restarted controller continues the same study.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from spelltransfer.sweep.spec import SweepSpec
+
+TASKS = ("spelling", "position", "count")
+
+
+def storage_url(spec: SweepSpec, state_dir: Path) -> str:
+    return spec.storage or f"sqlite:///{(state_dir / 'optuna.db').resolve()}"
+
+
+def make_storage(url: str) -> optuna.storages.RDBStorage:
+    # SQLite: wait for the file lock instead of failing when two threads write at once.
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+class _AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler for ask/tell: its ``after_trial`` calls ``study.stop()``, which raises outside
+    ``optimize``; the controller stops at the grid size itself (``SweepSpec.trial_count``)."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None
+
+
+def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    if spec.strategy == "grid":
+        return _AskTellGridSampler(spec.grid(), seed=spec.seed)
+    if spec.strategy == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    return optuna.samplers.TPESampler(seed=spec.seed)
+
+
+def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
+    pruner = spec.pruner
+    if pruner.kind == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=pruner.min_resource,
+                                                      reduction_factor=pruner.reduction_factor)
+    if pruner.kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=pruner.min_resource, max_resource=pruner.max_resource,
+                                              reduction_factor=pruner.reduction_factor)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(spec: SweepSpec, url: str) -> optuna.Study:
+    return optuna.create_study(study_name=spec.name, storage=make_storage(url), sampler=make_sampler(spec),
+                               pruner=make_pruner(spec), direction="maximize", load_if_exists=True)
+
+
+def suggest(trial: optuna.trial.Trial, spec: SweepSpec) -> dict[str, Any]:
+    """Draw every parameter of ``spec`` for ``trial``."""
+    params: dict[str, Any] = {}
+    for name, p in spec.parameters.items():
+        if p.kind == "categorical":
+            params[name] = trial.suggest_categorical(name, p.values)
+        elif p.kind == "int":
+            params[name] = trial.suggest_int(name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+        else:
+            params[name] = trial.suggest_float(name, p.low, p.high, step=p.step, log=p.log)
+    return params
+
+
+def task_accuracies(metrics: dict[str, float]) -> dict[str, float]:
+    """Per-task validation accuracy from flattened metrics, whatever the nesting.
+
+    Accepts ``spelling_accuracy``, ``spelling.accuracy``, ``tasks.spelling.accuracy``,
+    ``best.validation.spelling_accuracy`` ...; keys under ``best`` win over ``final`` and others.
+    """
+    found: dict[str, tuple[int, float]] = {}
+    for key, value in metrics.items():
+        lowered = key.lower()
+        for task in TASKS:
+            if lowered.endswith((f"{task}_accuracy", f"{task}.accuracy", f"{task}/accuracy")):
+                rank = 2 if lowered.startswith("best") else 1 if lowered.startswith("final") else 0
+                if task not in found or rank > found[task][0]:
+                    found[task] = (rank, value)
+    return {task: value for task, (_, value) in found.items()}
+
+
+def objective_value(objective: str, metrics: dict[str, float]) -> float | None:
+    """The sweep objective from metrics, or None when the needed accuracies are missing."""
+    accuracies = task_accuracies(metrics)
+    if objective == "mean_transfer":
+        parts = [accuracies.get("position"), accuracies.get("count")]
+        if any(part is None for part in parts):
+            return None
+        value = sum(parts) / 2
+    else:
+        value = accuracies.get(objective)
+    return None if value is None or not math.isfinite(value) else float(value)
