@@ -1,0 +1,322 @@
+"""K LoRA adapters over one frozen base model, each applied to its own tokens of a shared batch.
+
+Why: a 135M-parameter LoRA trial leaves an H100 idle (launch-bound at the seed's batch sizes).
+Stacking K trials' tokens into one batch makes every base-model matmul K times larger while each
+trial still sees only its own adapter:
+
+    y[t] = W x[t] + (alpha_k / r_k) * B_k A_k x[t]      for every token t owned by trial k
+
+Tokens are laid out sorted by trial, so "which adapter" is K contiguous token ranges
+(``offsets``), and the two LoRA products run as grouped GEMMs (``torch._grouped_mm``, the
+MoE kernel) over all trials at once -- or, on devices/dtypes without it, as a loop of slices.
+
+Ranks differ between trials: every adapter is stored at ``r_max`` with the rows of A and the
+columns of B beyond the trial's own ``r`` at zero. Those entries get exactly zero gradient (the
+gradient of A's row j is scaled by B's column j, and vice versa), so under AdamW without weight
+decay on zeros they stay zero and the trial is an r-rank LoRA; ``export_adapter`` writes only its
+first ``r`` rows/columns, a standard PEFT adapter.
+
+All adapters' weights live in one fp32 buffer ``flat[K, P]`` (and its gradient in ``grad[K, P]``):
+each module's A and B are leaf parameters that are *views* of it, with ``.grad`` pre-set to views of
+the gradient buffer, so autograd accumulates straight into it and the optimizer, gradient clipping
+and per-trial norms are a handful of kernels over two tensors rather than thousands of small ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spelltransfer.errors import ConfigError
+
+KERNELS = ("grouped", "loop")
+
+
+def grouped_mm_available(device: torch.device | str, dtype: torch.dtype) -> bool:
+    """``torch._grouped_mm`` runs bf16 on CUDA (sm90); elsewhere the slice loop is used."""
+    device = torch.device(device)
+    return hasattr(torch, "_grouped_mm") and device.type == "cuda" and dtype == torch.bfloat16
+
+
+@dataclass(frozen=True)
+class AdapterSlot:
+    """One adapted linear layer: its module path in the base model and its shape."""
+
+    name: str
+    in_features: int
+    out_features: int
+
+
+class Routing:
+    """Which tokens belong to which trial, for the current forward pass.
+
+    Two forms: explicit token ranges (training: a flat token stream cut into trials), or rows
+    per trial (generation: a [rows, T] batch whose rows are grouped by trial; T changes every
+    decoding step, so the token ranges are derived from the input's shape).
+    """
+
+    def __init__(self, n_trials: int):
+        self.n_trials = n_trials
+        self._token_ends: list[int] | None = None
+        self._row_counts: list[int] | None = None
+        self._cache: dict[tuple[int, str], torch.Tensor] = {}
+
+    def set_token_ends(self, ends: list[int]) -> None:
+        """``ends[k]`` = end (exclusive) of trial k's tokens; trials are contiguous and in order."""
+        if len(ends) != self.n_trials or any(b < a for a, b in zip([0] + ends[:-1], ends)):
+            raise ValueError(f"token ends must be {self.n_trials} non-decreasing counts (got {ends})")
+        self._token_ends, self._row_counts, self._cache = list(ends), None, {}
+
+    def set_row_counts(self, counts: list[int]) -> None:
+        if len(counts) != self.n_trials or any(c < 0 for c in counts):
+            raise ValueError(f"row counts must be {self.n_trials} counts >= 0 (got {counts})")
+        self._row_counts, self._token_ends, self._cache = list(counts), None, {}
+
+    def ends(self, n_tokens: int) -> list[int]:
+        if self._token_ends is not None:
+            if self._token_ends[-1] != n_tokens:
+                raise RuntimeError(f"routing covers {self._token_ends[-1]} tokens but the layer got {n_tokens}")
+            return self._token_ends
+        if self._row_counts is None:
+            raise RuntimeError("no routing set: call set_token_ends or set_row_counts before the forward pass")
+        rows = sum(self._row_counts)
+        if rows == 0 or n_tokens % rows:
+            raise RuntimeError(f"{n_tokens} tokens do not split into {rows} rows")
+        per_row = n_tokens // rows
+        ends, total = [], 0
+        for count in self._row_counts:
+            total += count * per_row
+            ends.append(total)
+        return ends
+
+    def offsets(self, n_tokens: int, device) -> torch.Tensor:
+        key = (n_tokens, str(device))
+        if key not in self._cache:
+            self._cache[key] = torch.tensor(self.ends(n_tokens), dtype=torch.int32, device=device)
+        return self._cache[key]
+
+
+class MultiLoRAWeights(nn.Module):
+    """The K adapters' weights: one flat fp32 buffer, per-module parameter views, ranks, scales."""
+
+    def __init__(self, slots: list[AdapterSlot], ranks: list[int], alphas: list[float], device, r_multiple: int = 8):
+        super().__init__()
+        if not slots:
+            raise ConfigError("lora.target_modules: no linear layer of the model matched")
+        if len(ranks) != len(alphas) or not ranks:
+            raise ConfigError("trials: need one rank and one alpha per trial")
+        self.slots = list(slots)
+        self.ranks = [int(r) for r in ranks]
+        self.alphas = [float(a) for a in alphas]
+        # Rounded up so grouped-GEMM strides stay 16-byte aligned in bf16.
+        self.r_max = int(math.ceil(max(self.ranks) / r_multiple) * r_multiple)
+        n_trials = len(ranks)
+        sizes = [self.r_max * s.in_features + s.out_features * self.r_max for s in slots]
+        self.flat = torch.zeros(n_trials, sum(sizes), dtype=torch.float32, device=device)
+        self.grad = torch.zeros_like(self.flat)
+        self.register_buffer("scales", torch.tensor([a / r for a, r in zip(self.alphas, self.ranks)],
+                                                    dtype=torch.float32, device=device), persistent=False)
+        self.lora_A = nn.ParameterList()
+        self.lora_B = nn.ParameterList()
+        offset = 0
+        for slot in slots:
+            a_size, b_size = self.r_max * slot.in_features, slot.out_features * self.r_max
+            self.lora_A.append(self._view_param(offset, (self.r_max, slot.in_features)))
+            offset += a_size
+            self.lora_B.append(self._view_param(offset, (slot.out_features, self.r_max)))
+            offset += b_size
+
+    def _view_param(self, offset: int, shape: tuple[int, int]) -> nn.Parameter:
+        n = shape[0] * shape[1]
+        param = nn.Parameter(self.flat[:, offset:offset + n].view(self.flat.shape[0], *shape))
+        param.grad = self.grad[:, offset:offset + n].view(self.flat.shape[0], *shape)
+        if param.data_ptr() != self.flat[:, offset:].data_ptr():
+            raise RuntimeError("adapter parameter is not a view of the flat buffer")
+        return param
+
+    @property
+    def n_trials(self) -> int:
+        return self.flat.shape[0]
+
+    def zero_grad(self) -> None:
+        self.grad.zero_()
+        for p in list(self.lora_A) + list(self.lora_B):
+            if p.grad is None or p.grad.data_ptr() == 0:
+                raise RuntimeError("an adapter gradient lost its view of the flat buffer")
+
+    def init_trial(self, k: int, seed: int) -> None:
+        """Initialise trial k exactly as PEFT does after ``torch.manual_seed(seed)``.
+
+        ``get_peft_model`` walks the target modules in order and, for each, builds
+        ``nn.Linear(in, r)`` and ``nn.Linear(r, out)`` (their default init draws from the CPU
+        RNG), then re-draws A with ``kaiming_uniform_(a=sqrt(5))`` and zeroes B. Replaying those
+        draws on a private generator gives the same A, so a packed trial starts where the hf
+        backend's run with the same seed starts.
+        """
+        generator = torch.Generator().manual_seed(seed)
+        r = self.ranks[k]
+        with torch.no_grad():
+            for slot, a_param, b_param in zip(self.slots, self.lora_A, self.lora_B):
+                scratch_a = torch.empty(r, slot.in_features)
+                scratch_b = torch.empty(slot.out_features, r)
+                _kaiming_uniform(scratch_a, generator)   # nn.Linear(in, r).reset_parameters()
+                _kaiming_uniform(scratch_b, generator)   # nn.Linear(r, out).reset_parameters()
+                _kaiming_uniform(scratch_a, generator)   # PEFT's reset_lora_parameters
+                a_param[k].zero_()
+                a_param[k, :r].copy_(scratch_a)
+                b_param[k].zero_()
+
+    def trial_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Trial k's weights at its own rank, keyed by module name (``name.lora_A`` / ``name.lora_B``)."""
+        r = self.ranks[k]
+        out = {}
+        for slot, a_param, b_param in zip(self.slots, self.lora_A, self.lora_B):
+            out[f"{slot.name}.lora_A"] = a_param.detach()[k, :r].clone()
+            out[f"{slot.name}.lora_B"] = b_param.detach()[k, :, :r].clone()
+        return out
+
+    def padding_is_zero(self) -> bool:
+        """The rows/columns beyond each trial's rank are still exactly zero."""
+        for k, r in enumerate(self.ranks):
+            for a_param, b_param in zip(self.lora_A, self.lora_B):
+                if a_param.detach()[k, r:].abs().sum() != 0 or b_param.detach()[k, :, r:].abs().sum() != 0:
+                    return False
+        return True
+
+
+def _kaiming_uniform(tensor: torch.Tensor, generator: torch.Generator) -> None:
+    """``nn.init.kaiming_uniform_(tensor, a=sqrt(5))`` drawn from ``generator``."""
+    fan_in = tensor.shape[1]
+    gain = math.sqrt(2.0 / (1 + 5))
+    bound = math.sqrt(3.0) * gain / math.sqrt(fan_in)
+    with torch.no_grad():
+        tensor.uniform_(-bound, bound, generator=generator)
+
+
+class MultiLoRALinear(nn.Module):
+    """A frozen ``nn.Linear`` plus, per token, the LoRA delta of the trial that owns the token."""
+
+    def __init__(self, base: nn.Linear, weights: MultiLoRAWeights, index: int, routing: Routing, kernel: str):
+        super().__init__()
+        if kernel not in KERNELS:
+            raise ConfigError(f"kernel: must be one of {', '.join(KERNELS)} (got {kernel!r})")
+        self.base = base
+        self.index = index
+        self.kernel = kernel
+        # Plain attributes, not submodules: the weights are registered once, on the packed model.
+        object.__setattr__(self, "_weights", weights)
+        object.__setattr__(self, "_routing", routing)
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    @property
+    def weight(self):  # code that inspects layer.weight (dtype, device) sees the base weight
+        return self.base.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        weights, routing = self._weights, self._routing
+        x2 = x.reshape(-1, x.shape[-1])
+        dtype = y.dtype
+        a = weights.lora_A[self.index]                                   # [K, r, in]
+        b = weights.lora_B[self.index] * weights.scales.view(-1, 1, 1)   # [K, out, r], scale folded in
+        if self.kernel == "grouped":
+            offsets = routing.offsets(x2.shape[0], x2.device)
+            h = torch._grouped_mm(x2.to(dtype), a.to(dtype).transpose(1, 2), offs=offsets)
+            delta = torch._grouped_mm(h, b.to(dtype).transpose(1, 2), offs=offsets)
+        else:
+            pieces, start = [], 0
+            for k, end in enumerate(routing.ends(x2.shape[0])):
+                if end > start:
+                    pieces.append((x2[start:end].to(dtype) @ a[k].to(dtype).T) @ b[k].to(dtype).T)
+                start = end
+            delta = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        return y + delta.view(y.shape)
+
+
+def find_target_linears(model: nn.Module, target_modules: list[str]) -> list[tuple[str, nn.Linear]]:
+    """(module path, layer) of every ``nn.Linear`` whose last name is a target, in model order (PEFT's order)."""
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and name.split(".")[-1] in target_modules:
+            found.append((name, module))
+    return found
+
+
+def inject_multi_lora(model: nn.Module, target_modules: list[str], ranks: list[int], alphas: list[float],
+                      kernel: str = "auto") -> tuple[MultiLoRAWeights, Routing]:
+    """Freeze ``model`` and replace each target linear with a ``MultiLoRALinear`` (in place)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    targets = find_target_linears(model, target_modules)
+    if not targets:
+        raise ConfigError(f"lora.target_modules: none of {target_modules} is a linear layer of the model")
+    device = targets[0][1].weight.device
+    dtype = targets[0][1].weight.dtype
+    if kernel == "auto":
+        kernel = "grouped" if grouped_mm_available(device, dtype) else "loop"
+    slots = [AdapterSlot(name, layer.in_features, layer.out_features) for name, layer in targets]
+    weights = MultiLoRAWeights(slots, ranks, alphas, device)
+    routing = Routing(len(ranks))
+    for index, (name, layer) in enumerate(targets):
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, MultiLoRALinear(layer, weights, index, routing, kernel))
+    model.multi_lora = weights  # registered once, so .to()/state_dict see the adapters
+    return weights, routing
+
+
+def export_adapter(weights: MultiLoRAWeights, k: int, out_dir: str | Path, target_modules: list[str],
+                   base_model_path: str, extra_files: dict[str, str] | None = None) -> Path:
+    """Write trial k as a standard PEFT adapter folder (``PeftModel.from_pretrained`` loads it).
+
+    Written into a staging folder beside ``out_dir`` and moved in with ``os.replace``.
+    """
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    config = LoraConfig(r=weights.ranks[k], lora_alpha=weights.alphas[k], lora_dropout=0.0, bias="none",
+                        target_modules=list(target_modules), task_type="CAUSAL_LM",
+                        base_model_name_or_path=str(base_model_path))
+    tensors = {}
+    for key, value in weights.trial_state(k).items():
+        module, _, which = key.rpartition(".")
+        tensors[f"base_model.model.{module}.{which}.weight"] = value.float().contiguous().cpu()
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        config.save_pretrained(str(staging))
+        save_file(tensors, str(staging / "adapter_model.safetensors"), metadata={"format": "pt"})
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text)
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-old.", dir=out_dir.parent))
+            os.replace(out_dir, old / "x")
+            os.replace(staging, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def adapter_summary(weights: MultiLoRAWeights) -> str:
+    return json.dumps({"trials": weights.n_trials, "r_max": weights.r_max, "modules": len(weights.slots),
+                       "params_per_trial_padded": weights.flat.shape[1]})

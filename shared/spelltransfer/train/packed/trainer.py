@@ -1,0 +1,201 @@
+"""``PackedTrainer``: K LoRA trials trained at once on one frozen base model.
+
+Each optimizer step of the packed run is one optimizer step of every active trial: trial k draws
+its ``batch_size`` examples (``BatchOrder``, the same order the single-trial trainer uses with
+that seed), all trials' sequences go through the model together (cut into chunks of at most
+``max_chunk_tokens`` tokens), and the loss summed over trials is back-propagated once. Trials
+share no trainable weight and no attention (sequences never see each other), so the gradient a
+trial receives is exactly the gradient it would receive trained alone; the tests check that a
+trial ends at the same loss packed as alone.
+
+Logits are computed only at positions whose next token is part of an answer -- the prompt's
+49,152-wide logits are never formed.
+
+    trainer = PackedTrainer(model, tokenizer, records, trials)
+    history = trainer.train()                      # per trial: loss at every step
+    trainer.export(k, "adapters/trial-000")        # a PEFT adapter folder
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from spelltransfer.errors import ConfigError, DataError
+from spelltransfer.train.dataset import BatchOrder, tokenize_example
+from spelltransfer.train.model_config import LLAMA_STYLE
+from spelltransfer.train.optim import SchedulerConfig, lr_factor
+from spelltransfer.train.packed import attention
+from spelltransfer.train.packed.batches import LAYOUTS, PreparedExample, build_chunk, cut_chunks, plan_step
+from spelltransfer.train.packed.multi_lora import export_adapter, inject_multi_lora
+from spelltransfer.train.packed.optimizer import MultiTrialAdamW, _to_device
+from spelltransfer.train.packed.trials import TrialSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepStats:
+    step: int
+    tokens: int            # real tokens processed (prompt + answer, no padding)
+    padded_tokens: int     # tokens the model computed on (with padding)
+    scored_tokens: int     # answer positions scored
+    seconds: float
+
+
+@dataclass
+class PackedHistory:
+    losses: list[list[float]] = field(default_factory=list)   # [trial][step]
+    steps: list[StepStats] = field(default_factory=list)
+
+
+class PackedTrainer:
+    def __init__(self, model, tokenizer, train_records: list[dict], trials: list[TrialSpec], *,
+                 scheduler: SchedulerConfig | None = None, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 target_modules: list[str] | None = None, max_seq_length: int = 128, max_chunk_tokens: int = 32768,
+                 layout: str = "auto", kernel: str = "auto", base_model_path: str = ""):
+        from spelltransfer.models import PromptFormat
+
+        if not trials:
+            raise ConfigError("trials: need at least one trial")
+        ids = [t.trial_id for t in trials]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"trials: trial ids must be unique (got {ids})")
+        if not train_records:
+            raise DataError("no training examples")
+        device = next(model.parameters()).device
+        if layout == "auto":
+            layout = "varlen" if attention.varlen_available(device) else "padded"
+        if layout not in LAYOUTS:
+            raise ConfigError(f"layout: must be auto, {' or '.join(LAYOUTS)} (got {layout!r})")
+        if max_chunk_tokens < max_seq_length:
+            raise ConfigError(f"max_chunk_tokens ({max_chunk_tokens}) must be >= max_seq_length ({max_seq_length})")
+        self.model, self.tokenizer, self.trials = model, tokenizer, list(trials)
+        self.device, self.layout, self.max_chunk_tokens = device, layout, max_chunk_tokens
+        self.scheduler = scheduler or SchedulerConfig()
+        self.base_model_path = base_model_path
+        self.target_modules = list(target_modules or LLAMA_STYLE)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+        prompt_format = PromptFormat.from_tokenizer(tokenizer)
+        self.examples = [PreparedExample.from_tokenized(t.input_ids, t.labels)
+                         for t in (tokenize_example(r, tokenizer, prompt_format, max_seq_length) for r in train_records)]
+        self.weights, self.routing = inject_multi_lora(model, self.target_modules, [t.r for t in trials],
+                                                       [t.alpha for t in trials], kernel=kernel)
+        for k, trial in enumerate(trials):
+            self.weights.init_trial(k, trial.seed)
+        self.orders = [BatchOrder(len(self.examples), t.batch_size, t.seed) for t in trials]
+        self.optimizer = MultiTrialAdamW(self.weights, [t.weight_decay for t in trials],
+                                         [t.max_grad_norm for t in trials], betas, eps)
+        if layout == "varlen":
+            attention.register()
+            attention.set_attention(model, attention.ATTENTION_NAME)
+        else:
+            attention.set_attention(model, "sdpa")
+        self.step_index = 0
+        self.history = PackedHistory(losses=[[] for _ in trials])
+        self._pending: list[torch.Tensor] = []   # per-step loss vectors not yet copied to the host
+
+    @property
+    def kernel(self) -> str:
+        from spelltransfer.train.packed.multi_lora import MultiLoRALinear
+
+        return next(m.kernel for m in self.model.modules() if isinstance(m, MultiLoRALinear))
+
+    def active(self) -> list[bool]:
+        return [self.step_index < t.max_steps for t in self.trials]
+
+    def done(self) -> bool:
+        return not any(self.active())
+
+    def _step_batches(self) -> dict[int, list[list[PreparedExample]]]:
+        batches = {}
+        for k, (trial, on) in enumerate(zip(self.trials, self.active())):
+            if not on:
+                continue
+            indices = self.orders[k].batch(self.step_index)
+            micro = trial.micro_batch
+            batches[k] = [[self.examples[i] for i in indices[j:j + micro]] for j in range(0, len(indices), micro)]
+        return batches
+
+    def _forward_loss(self, chunk) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weighted answer loss of one chunk (summed over trials) and its per-trial parts."""
+        dev = self.device
+        move = lambda t: _to_device(t, dev) if t is not None else None  # noqa: E731
+        input_ids = move(chunk.input_ids)
+        predict_at, targets, weights, trial_of = (move(t) for t in (chunk.predict_at, chunk.targets, chunk.weights, chunk.trial_of))
+        self.routing.set_token_ends(chunk.token_ends)
+        body = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
+        if self.layout == "varlen":
+            cu = move(chunk.cu_seqlens)
+            out = body(input_ids=input_ids, position_ids=move(chunk.position_ids), use_cache=False,
+                       cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=chunk.max_len, max_length_k=chunk.max_len)
+        else:
+            out = body(input_ids=input_ids, attention_mask=move(chunk.attention_mask), use_cache=False)
+        hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
+        logits = self.model.get_output_embeddings()(hidden.index_select(0, predict_at)).float()
+        token_loss = F.cross_entropy(logits, targets, reduction="none") * weights
+        per_trial = torch.zeros(len(self.trials), dtype=torch.float32, device=dev).index_add_(0, trial_of, token_loss.detach())
+        return token_loss.sum(), per_trial
+
+    def step(self) -> StepStats:
+        """One optimizer step of every active trial."""
+        if self.done():
+            raise RuntimeError("every trial has reached its max_steps")
+        started = time.perf_counter()
+        self.model.train()
+        active = self.active()
+        sequences = plan_step(self._step_batches())
+        step_loss = torch.zeros(len(self.trials), dtype=torch.float32, device=self.device)
+        tokens = padded = scored = 0
+        for part in cut_chunks(sequences, self.max_chunk_tokens):
+            chunk = build_chunk(part, len(self.trials), self.layout, self.pad_id)
+            loss, per_trial = self._forward_loss(chunk)
+            loss.backward()
+            step_loss += per_trial
+            tokens += chunk.n_tokens
+            padded += chunk.input_ids.numel()
+            scored += int(chunk.targets.numel())
+        lrs = [t.lr * lr_factor(self.step_index, self.scheduler, t.max_steps) for t in self.trials]
+        self.optimizer.step(lrs, active)
+        self.weights.zero_grad()
+        mask = _to_device(torch.tensor(active), self.device)
+        self._pending.append(torch.where(mask, step_loss, torch.full_like(step_loss, float("nan"))))
+        self.step_index += 1
+        stats = StepStats(self.step_index, tokens, padded, scored, time.perf_counter() - started)
+        self.history.steps.append(stats)
+        return stats
+
+    def flush(self) -> None:
+        """Copy pending per-step losses to the host (one sync for many steps)."""
+        if not self._pending:
+            return
+        rows = torch.stack(self._pending).tolist()
+        self._pending.clear()
+        for row in rows:
+            for k, value in enumerate(row):
+                if value == value:  # NaN marks a finished trial
+                    self.history.losses[k].append(value)
+
+    def train(self, max_packed_steps: int | None = None, flush_every: int = 20, on_step=None,
+              time_budget_s: float | None = None) -> PackedHistory:
+        started = time.perf_counter()
+        while not self.done() and (max_packed_steps is None or self.step_index < max_packed_steps):
+            stats = self.step()
+            if self.step_index % flush_every == 0:
+                self.flush()
+            if on_step is not None:
+                on_step(stats)
+            if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
+                log.warning("time budget of %.0f s reached at packed step %d", time_budget_s, self.step_index)
+                break
+        self.flush()
+        return self.history
+
+    def export(self, k: int, out_dir, extra_files: dict[str, str] | None = None):
+        """Trial k as a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)."""
+        return export_adapter(self.weights, k, out_dir, self.target_modules, self.base_model_path, extra_files)
