@@ -36,6 +36,9 @@ def start_mlflow(
     # The server's own boto3 must give up fast when S3 is down, so clients (the outbox) see the
     # failure and back off instead of holding a request open for minutes.
     env.setdefault("AWS_MAX_ATTEMPTS", "2")
+    # Server-side jobs (GenAI scorers) spawn ~8 huey workers: seconds of start time and memory
+    # this registry never uses.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     record = processes.spawn(command, env, log_path, cwd=cwd)
     record.update(url=f"http://{host}:{port}", port=port, backend_store_uri=_redact(backend_store_uri))
     return record

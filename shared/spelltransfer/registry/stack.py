@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,10 +126,10 @@ class RegistryStack:
     def down(self) -> list[str]:
         """Stop MLflow, then S3; returns what was stopped. Data (db, S3 objects) stays in home."""
         state = self.read_state()
-        stopped = []
-        for name in ("mlflow", "s3"):
-            if processes.stop(state.get(name)):
-                stopped.append(name)
+        # Both at once: each may take seconds to drain, neither depends on the other any more.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = dict(zip(("mlflow", "s3"), pool.map(processes.stop, [state.get("mlflow"), state.get("s3")])))
+        stopped = [name for name, was_running in results.items() if was_running]
         if state:
             state.pop("started_at", None)
             self._write_state(state)
