@@ -1,0 +1,204 @@
+"""The training run's configuration: five YAML files, merged, overridden, validated once.
+
+``configs/training/config.yaml`` holds the run (seed, data, steps, intervals, early stopping,
+tracking) and names the other four files under ``configs:`` (paths relative to it). The merged
+result has one section per concern — ``training``, ``model``, ``optimizer``, ``scheduler``,
+``transfer`` — and ``--set section.key=value`` addresses a field by its dotted path. A resolved
+config (as saved to ``DIR/config.yaml``) is the same five sections inline and loads the same way.
+
+Every error names the field: ``ConfigError: training.max_steps: must be >= 1 (got 0)``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from spelltransfer.errors import ConfigError
+from spelltransfer.track.config import TrackingConfig
+from spelltransfer.train.data_config import TransferConfig
+from spelltransfer.train.early_stopping import EarlyStoppingConfig
+from spelltransfer.train.model_config import ModelConfig
+from spelltransfer.train.optim import OptimizerConfig, SchedulerConfig
+
+DEFAULT_CONFIG = Path("configs/training/config.yaml")
+SECTIONS = ("training", "model", "optimizer", "scheduler", "transfer")
+
+
+class TrainingConfig(BaseModel):
+    """The run itself (configs/training/config.yaml, minus its ``configs:`` file list)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: str = Field("spelling-lora", min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description="Experiment name (folder and tracker experiment).")
+    run_name: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]+$", description="Run name; null = a UTC timestamp.")
+    seed: int = Field(1234, ge=0, description="Seed for data order, LoRA init and dropout.")
+    backend: Literal["auto", "hf", "unsloth"] = Field("auto", description="auto = unsloth when CUDA and the package are present, else hf.")
+    data_dir: str = Field("data/spelling", min_length=1, description="Dataset folder with train.jsonl and validation.jsonl.")
+    train_limit: int | None = Field(None, ge=1, description="Use at most this many training examples; null = all.")
+    max_steps: int = Field(200, ge=1, description="Optimizer steps to train.")
+    batch_size: int = Field(16, ge=1, description="Examples per optimizer step (per micro-batch times grad_accum).")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step; batch_size must divide by it.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="Compute: bf16 autocast or fp32; auto = bf16 on CUDA and on CPU, where it is ~1.4x faster.")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads; null = torch's default.")
+    logging_steps: int = Field(1, ge=1, description="Write a step event every N steps.")
+    eval_steps: int = Field(25, ge=1, description="Evaluate on the validation sample every N steps.")
+    eval_samples: int = Field(64, ge=1, description="Validation examples used for eval loss / accuracy.")
+    eval_batch_size: int = Field(32, ge=1, description="Batch size for validation loss and generation.")
+    save_steps: int = Field(50, ge=1, description="Write a checkpoint every N steps.")
+    keep_last: int = Field(2, ge=1, description="Checkpoints kept besides the best one.")
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig, description="Early stopping on a validation metric.")
+    plot_dir: str = Field("results/training_logs", min_length=1, description="Where the metric-by-step plot goes.")
+    output_root: str = Field("checkpoints", min_length=1, description="Runs go to OUTPUT_ROOT/<experiment>/<run_name> unless --output-dir is given.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow and W&B logging.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainingConfig":
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
+        return self
+
+
+class RunConfig(BaseModel):
+    """All five sections; immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key -> value, for tracker params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    walk(f"{prefix}.{key}" if prefix else key, item)
+            else:
+                out[prefix] = value
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}") from error
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of keys to values (got {type(data).__name__})")
+    return data
+
+
+def _merge_files(path: Path) -> dict:
+    """Raw merged sections from a top-level training config or a resolved one."""
+    data = _read_yaml(path)
+    if "training" in data:  # a resolved config: sections inline
+        unknown = sorted(set(data) - set(SECTIONS))
+        if unknown:
+            raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)} (known: {', '.join(SECTIONS)})")
+        return copy.deepcopy(data)
+    files = data.pop("configs", None) or {}
+    if not isinstance(files, dict):
+        raise ConfigError(f"{path}: configs: must map section names to YAML files")
+    merged: dict[str, Any] = {"training": data}
+    for section, relative in files.items():
+        if section not in SECTIONS or section == "training":
+            raise ConfigError(f"{path}: configs.{section}: unknown section (known: model, optimizer, scheduler, transfer)")
+        merged[section] = _read_yaml((path.parent / str(relative)).resolve())
+    return merged
+
+
+def _apply_override(merged: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. training.max_steps=100")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if parts[0] not in SECTIONS or len(parts) < 2 or not all(parts):
+        raise ConfigError(f"--set {key}: keys start with a section ({', '.join(SECTIONS)}), e.g. training.max_steps")
+    # Walk the schema so an unknown key is named even when the YAML left the section out.
+    schema: Any = RunConfig
+    for depth, part in enumerate(parts):
+        fields = getattr(schema, "model_fields", None)
+        if fields is None or part not in fields:
+            prefix = ".".join(parts[:depth]) or "config"
+            known = ", ".join(sorted(fields)) if fields else "none (not a section)"
+            raise ConfigError(f"--set {key}: unknown key '{part}' in {prefix} (known: {known})")
+        annotation = fields[part].annotation
+        schema = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    node = merged
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def _describe(error: dict) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
+              "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+    if kind in bounds:
+        symbol, name = bounds[kind]
+        message = f"must be {symbol} {ctx.get(name)}"
+    elif kind == "extra_forbidden":
+        return "unknown key"
+    elif kind == "literal_error":
+        message = f"must be one of {ctx.get('expected')}"
+    elif kind == "missing":
+        return "required"
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+        message = message[0].lower() + message[1:] if message else message
+    value = error.get("input")
+    return message if isinstance(value, dict) else f"{message} (got {value!r})"
+
+
+def _is_branch_tag(part: object) -> bool:
+    """Pydantic adds the union member (``bool``, ``literal['auto']``, ``function-after[...]``) to paths."""
+    text = str(part)
+    return isinstance(part, int) or "[" in text or text in {"bool", "int", "float", "str", "list", "dict"}
+
+
+def validate_config(merged: dict, source: str = "config") -> RunConfig:
+    """Validate merged sections; raise ConfigError listing every bad field by dotted path."""
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as error:
+        by_location: dict[str, list[str]] = {}
+        for item in error.errors():
+            location = ".".join(str(p) for p in item["loc"] if not _is_branch_tag(p)) or "config"
+            by_location.setdefault(location, []).append(_describe(item))
+        lines = [f"{location}: {' or '.join(dict.fromkeys(messages))}" for location, messages in by_location.items()]
+        raise ConfigError(f"{source}: " + "; ".join(lines)) from None
+
+
+def load_training_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read the config files, apply ``section.key=value`` overrides, validate once."""
+    path = Path(path)
+    merged = _merge_files(path)
+    for assignment in overrides:
+        _apply_override(merged, assignment)
+    return validate_config(merged, source=str(path))

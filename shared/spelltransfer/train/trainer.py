@@ -1,0 +1,374 @@
+"""``run_training``: one LoRA run from a validated config to ``DIR/final`` and ``DIR/metrics.json``.
+
+Why a plain PyTorch loop rather than TRL's ``SFTTrainer``: the run folder is a contract other
+services follow (``events.jsonl``, atomic ``checkpoints/step-N`` with a manifest so a corrupt
+one is detected and skipped, the data position inside the checkpoint so a resumed run repeats
+the uninterrupted one to 1e-4), early stopping may score *generation* accuracy, and the same
+loop must drive the Unsloth model. ``transformers.Trainer`` writes checkpoints in place (a kill
+mid-save leaves a half folder it will try to resume from) and owns the data order. From TRL we
+take its padding collator (``DataCollatorForLanguageModeling``), fed labels that are -100 over
+the prompt — the same masking ``SFTTrainer(completion_only_loss=True)`` applies to
+prompt/completion data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from spelltransfer.errors import ConfigError, DataError
+from spelltransfer.train.checkpoints import (
+    latest_valid_checkpoint, list_checkpoints, load_adapter_weights, load_checkpoint, prune_checkpoints, save_checkpoint,
+)
+from spelltransfer.train.config import RunConfig, validate_config
+from spelltransfer.train.dataset import BatchOrder, mix_tasks, read_split, tokenize_example
+from spelltransfer.train.early_stopping import EarlyStopping
+from spelltransfer.train.events import EventLog
+
+log = logging.getLogger(__name__)
+
+# Fields that may differ between a run and its resumption: where things are logged, not what is trained.
+RESUMABLE_DIFFERENCES = ("training.tracking", "training.run_name", "training.output_root", "training.plot_dir")
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    adapter_dir: Path
+    backend: str
+    stop_reason: str          # max_steps | early_stopping
+    stop_step: int
+    best_step: int | None
+    best_metrics: dict
+    final_metrics: dict
+    last_loss: float | None
+    tokens_seen: int
+    train_seconds: float
+    metrics_path: Path
+    plot_path: Path | None
+    resumed_from: int | None = None
+    history: list = field(default_factory=list)
+
+
+def default_output_dir(config: RunConfig) -> Path:
+    run_name = config.training.run_name or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path(config.training.output_root) / config.training.experiment / run_name
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for key in keys:
+        name = f"{prefix}.{key}" if prefix else key
+        if name.startswith(RESUMABLE_DIFFERENCES):
+            continue
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            out.extend(_differences(left, right, name))
+        elif left != right:
+            out.append(f"{name} ({left!r} -> {right!r})")
+    return out
+
+
+def _prepare_output_dir(config: RunConfig, output_dir: Path, resume: bool) -> None:
+    saved = output_dir / "config.yaml"
+    has_checkpoints = bool(list_checkpoints(output_dir / "checkpoints"))
+    if has_checkpoints and not resume:
+        raise ConfigError(f"{output_dir} already holds checkpoints; pass --resume to continue it or choose another --output-dir")
+    if resume and saved.is_file():
+        previous = validate_config(yaml.safe_load(saved.read_text()), source=str(saved))
+        changed = _differences(previous.model_dump(mode="json"), config.model_dump(mode="json"))
+        if changed:
+            raise ConfigError(f"--resume with a config that differs from {saved}: {', '.join(changed)}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(saved, config.to_yaml())
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _load_examples(config: RunConfig):
+    """Training records (spelling, plus any mixed-in tasks) and the validation sample."""
+    training = config.training
+    records = read_split(training.data_dir, "train")
+    spelling = [r for r in records if r["task"] == "spelling"]
+    if not spelling:
+        raise DataError(f"{training.data_dir}/train.jsonl has no spelling examples")
+    if training.train_limit:
+        spelling = spelling[: training.train_limit]
+    fractions = config.transfer.mix_fractions()
+    words = sorted({r["word"] for r in records})  # training words only: eval words stay unseen
+    train_records = mix_tasks(spelling, fractions, training.seed, words)
+    trained_tasks = {"spelling"} | {task for task, fraction in fractions.items() if fraction > 0}
+    validation = [r for r in read_split(training.data_dir, "validation") if r["task"] in trained_tasks]
+    if not validation:
+        raise DataError(f"{training.data_dir}/validation.jsonl has no examples of {sorted(trained_tasks)}")
+    sample = random.Random(training.seed).sample(validation, min(training.eval_samples, len(validation)))
+    return train_records, sample
+
+
+def _autocast(device: str, precision: str):
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
+
+
+class _Evaluator:
+    """Validation metrics on a fixed sample: teacher-forced answer loss, and optionally accuracy."""
+
+    def __init__(self, loaded, backend, examples, records, config: RunConfig, collator):
+        self.loaded, self.backend, self.examples, self.records = loaded, backend, examples, records
+        self.config, self.collator = config, collator
+
+    def __call__(self, with_accuracy: bool) -> dict:
+        import torch
+
+        model, device = self.loaded.model, self.loaded.device
+        batch_size = self.config.training.eval_batch_size
+        self.backend.for_inference(model)
+        total_loss, total_tokens = 0.0, 0
+        try:
+            with torch.no_grad():
+                for start in range(0, len(self.examples), batch_size):
+                    chunk = self.examples[start:start + batch_size]
+                    batch = self.collator([{"input_ids": e.input_ids, "labels": e.labels} for e in chunk])
+                    batch = {k: v.to(device) for k, v in batch.items()}
+                    with _autocast(device, self.config.training.precision):
+                        out = model(**batch)
+                    tokens = int((batch["labels"][:, 1:] != -100).sum())
+                    total_loss += float(out.loss) * tokens
+                    total_tokens += tokens
+            metrics = {"eval_loss": total_loss / max(1, total_tokens)}
+            if with_accuracy:
+                metrics.update(self._accuracy())
+        finally:
+            self.backend.for_training(model)
+        return metrics
+
+    def _accuracy(self) -> dict:
+        from spelltransfer.train.validation_accuracy import generation_accuracy
+
+        return generation_accuracy(self.loaded.model, self.loaded.tokenizer, self.records,
+                                   batch_size=self.config.training.eval_batch_size)
+
+
+
+
+def run_training(config: RunConfig, output_dir: str | Path | None = None, resume: bool = False,
+                 on_event: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train a LoRA adapter; see the module docstring for the output folder."""
+    import torch
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from spelltransfer.models import PromptFormat
+    from spelltransfer.track import build_tracker
+    from spelltransfer.train.backends import get_backend
+    from spelltransfer.train.optim import build_optimizer, build_scheduler
+
+    training = config.training
+    if output_dir is None:
+        if resume and not training.run_name:
+            raise ConfigError("--resume needs --output-dir or training.run_name to find the run")
+        output_dir = default_output_dir(config)
+    output_dir = Path(output_dir)
+    _prepare_output_dir(config, output_dir, resume)
+    run_name = training.run_name or output_dir.name
+    events = EventLog(output_dir / "events.jsonl", on_event)
+    tracker = None
+    try:
+        if training.num_threads:
+            torch.set_num_threads(training.num_threads)
+        _seed_everything(training.seed)
+        backend = get_backend(training.backend)
+        loaded = backend.load(config.model, training.seed)
+        model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
+        prompt_format = PromptFormat.from_tokenizer(tokenizer)
+        train_records, eval_records = _load_examples(config)
+        max_len = config.model.max_seq_length
+        train_examples = [tokenize_example(r, tokenizer, prompt_format, max_len) for r in train_records]
+        eval_examples = [tokenize_example(r, tokenizer, prompt_format, max_len) for r in eval_records]
+        collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)
+        order = BatchOrder(len(train_examples), training.batch_size, training.seed)
+        optimizer = build_optimizer(model.parameters(), config.optimizer)
+        scheduler = build_scheduler(optimizer, config.scheduler, training.max_steps)
+        es_config = training.early_stopping
+        stopper = EarlyStopping.from_config(es_config)
+        evaluator = _Evaluator(loaded, backend, eval_examples, eval_records, config, collator)
+        want_accuracy = es_config.metric == "accuracy"
+
+        steps_done, tokens_seen, history, resumed_from, last_loss = 0, 0, [], None, None
+        checkpoint_root = output_dir / "checkpoints"
+        if resume:
+            checkpoint = latest_valid_checkpoint(checkpoint_root)
+            if checkpoint is None:
+                log.warning("no valid checkpoint in %s; starting from step 0", checkpoint_root)
+            else:
+                state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+                steps_done, tokens_seen, history = state["step"], state["tokens_seen"], state["history"]
+                last_loss = state.get("last_loss")
+                stopper.load_state_dict(state["early_stopping"])
+                resumed_from = checkpoint.step
+                if state["examples_consumed"] != order.examples_consumed(steps_done):
+                    raise DataError(f"{checkpoint.path}: data position {state['examples_consumed']} does not match step {steps_done}; the training data changed")
+
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        tracker = build_tracker(training.tracking, training.experiment, output_dir)
+        tracker.start(run_name, config.flat(), {"backend": backend.name, "output_dir": str(output_dir.resolve())})
+        events.emit("start", steps_done, backend=backend.name, device=device, max_steps=training.max_steps,
+                    train_examples=len(train_examples), eval_examples=len(eval_examples),
+                    trainable_params=trainable, resumed_from=resumed_from, output_dir=str(output_dir))
+
+        def checkpoint_now(step: int) -> None:
+            state = {"tokens_seen": tokens_seen, "examples_consumed": order.examples_consumed(step),
+                     "history": history, "early_stopping": stopper.state_dict(), "last_loss": last_loss}
+            saved = save_checkpoint(checkpoint_root, step, model, optimizer, scheduler, state)
+            keep = {stopper.best_step} if es_config.enabled and stopper.best_step is not None else set()
+            prune_checkpoints(checkpoint_root, training.keep_last, keep)
+            events.emit("checkpoint", step, path=str(saved.path))
+
+        micro = training.batch_size // training.grad_accum
+        started = time.perf_counter()
+        stop_reason = "early_stopping" if es_config.enabled and stopper.should_stop else "max_steps"
+        model.train()
+        step = steps_done
+        while step < training.max_steps and not (es_config.enabled and stopper.should_stop):
+            indices = order.batch(step)
+            lr = optimizer.param_groups[0]["lr"]
+            step_loss = 0.0
+            for start in range(0, len(indices), micro):
+                chunk = [train_examples[i] for i in indices[start:start + micro]]
+                batch = collator([{"input_ids": e.input_ids, "labels": e.labels} for e in chunk])
+                batch = {k: v.to(device) for k, v in batch.items()}
+                tokens_seen += int(batch["attention_mask"].sum())
+                with _autocast(device, training.precision):
+                    loss = model(**batch).loss / training.grad_accum
+                loss.backward()
+                step_loss += float(loss.detach())
+            if config.optimizer.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.optimizer.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            last_loss = step_loss
+            if step % training.logging_steps == 0 or step == training.max_steps:
+                events.emit("step", step, loss=step_loss, lr=lr, tokens=tokens_seen)
+                tracker.log_metrics({"train/loss": step_loss, "train/lr": lr, "train/tokens": tokens_seen}, step)
+            improved = False
+            if step % training.eval_steps == 0 or step == training.max_steps:
+                metrics = evaluator(with_accuracy=want_accuracy)
+                history.append({"step": step, **metrics})
+                events.emit("eval", step, metrics=metrics)
+                tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step)
+                if es_config.enabled:
+                    improved = stopper.update(step, metrics[es_config.metric])
+            stopping = es_config.enabled and stopper.should_stop
+            if step % training.save_steps == 0 or improved or stopping or step == training.max_steps:
+                checkpoint_now(step)
+            if stopping:
+                stop_reason = "early_stopping"
+        train_seconds = time.perf_counter() - started
+
+        if not history or history[-1]["step"] != step:  # e.g. resumed after the last step's eval
+            metrics = evaluator(with_accuracy=want_accuracy)
+            history.append({"step": step, **metrics})
+            events.emit("eval", step, metrics=metrics)
+        final_metrics = {k: v for k, v in history[-1].items() if k != "step"}
+        best_step = stopper.best_step if es_config.enabled else None
+        best_metrics = next((dict(h) for h in history if h["step"] == best_step), {}) if best_step else {}
+        best_metrics.pop("step", None)
+        if best_step is not None and best_step != step:
+            best = next(c for c in list_checkpoints(checkpoint_root) if c.step == best_step)
+            load_adapter_weights(best.path, model)
+        adapter_dir = output_dir / "final"
+        _save_adapter_atomic(model, tokenizer, adapter_dir)
+
+        metric_name = es_config.metric if es_config.enabled else "eval_loss"
+        plot_path = _plot(config, history, metric_name, output_dir, run_name, best_step, step, stop_reason)
+        summary = {
+            "stop": {"step": step, "reason": stop_reason},
+            "final": {"step": history[-1]["step"], **final_metrics},
+            "best": {"step": best_step, "metric": metric_name, **best_metrics} if best_step else None,
+            "adapter": {"path": str(adapter_dir), "from_step": best_step or step},
+            "backend": backend.name, "device": device, "base_model": loaded.model_path,
+            "last_train_loss": last_loss, "tokens_seen": tokens_seen, "train_seconds_this_session": round(train_seconds, 2),
+            "resumed_from": resumed_from, "history": history, "plot": str(plot_path) if plot_path else None,
+        }
+        metrics_path = output_dir / "metrics.json"
+        _write_atomic(metrics_path, json.dumps(summary, indent=1))
+        tracker.log_metrics({f"best/{k}": v for k, v in best_metrics.items()} | {"stop_step": step}, step)
+        tracker.log_artifact(metrics_path)
+        tracker.log_artifact(output_dir / "config.yaml")
+        if plot_path:
+            tracker.log_artifact(plot_path)
+        if training.tracking.mlflow.log_adapter:
+            tracker.log_artifact(adapter_dir, "adapter")
+        tracker.finish("FINISHED")
+        events.emit("done", step, reason=stop_reason, best_step=best_step, adapter=str(adapter_dir))
+        return TrainResult(output_dir, adapter_dir, backend.name, stop_reason, step, best_step, best_metrics,
+                           final_metrics, last_loss, tokens_seen, train_seconds, metrics_path, plot_path,
+                           resumed_from, history)
+    except BaseException as error:
+        message = f"{type(error).__name__}: {error}"
+        with contextlib.suppress(Exception):
+            events.emit("error", -1, message=message)
+        if tracker is not None:
+            with contextlib.suppress(Exception):
+                tracker.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    finally:
+        events.close()
+
+
+def _save_adapter_atomic(model, tokenizer, adapter_dir: Path) -> None:
+    staging = Path(tempfile.mkdtemp(prefix=".final.", dir=adapter_dir.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if adapter_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=".final-old.", dir=adapter_dir.parent))
+            os.replace(adapter_dir, old / "x")
+            os.replace(staging, adapter_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, adapter_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _plot(config, history, metric, output_dir, run_name, best_step, stop_step, stop_reason) -> Path | None:
+    from spelltransfer.train.plot import plot_metric
+
+    points = [(h["step"], h[metric]) for h in history if metric in h]
+    if not points:
+        return None
+    out = Path(config.training.plot_dir) / f"{config.training.experiment}_{run_name}_{metric}.png"
+    return plot_metric(points, metric, out, best_step, stop_step, stop_reason,
+                       f"{config.training.experiment}/{run_name}: {metric} by step")
