@@ -90,6 +90,10 @@ def test_count_answers_and_absent_letters():
         assert example.answer == str(example.word.count(letter)) == count.format_answer(example.word, letter)
         absent += example.answer == "0"
     assert 0.18 < absent / len(examples) < 0.32  # ABSENT_RATE = 0.25
+    # Repeated letters are asked for often enough that always answering "1" stays a weak baseline.
+    ones = sum(e.answer == "1" for e in examples) / len(examples)
+    several = sum(int(e.answer) >= 2 for e in examples) / len(examples)
+    assert ones < 0.5 and several > 0.25, (ones, several)
     assert count.format_answer("strawberry", "r") == "3"
 
 

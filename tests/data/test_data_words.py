@@ -56,3 +56,12 @@ def test_impossible_sizes_raise_config_error(tokenizer):
         select_words(tokenizer, eval_words=1)
     with pytest.raises(ConfigError, match="validation_fraction"):
         select_words(tokenizer, validation_fraction=1.0)
+
+
+def test_light_tokenizer_gives_the_same_words(tokenizer, words):
+    """The build's transformers-free tokenizer must pick exactly what load_tokenizer() would."""
+    from spelltransfer.data.words import load_word_tokenizer
+
+    light = load_word_tokenizer("smollm2-135m")
+    assert type(light).__module__.startswith("tokenizers")
+    assert select_words(light, seed=0, train_words=500, eval_words=600, validation_fraction=0.5) == words

@@ -27,7 +27,7 @@ from spelltransfer.data.config import DatasetConfig
 from spelltransfer.data.example import SPLITS, TASK_NAMES, Example
 from spelltransfer.data.io import write_jsonl
 from spelltransfer.data.tasks import get_task
-from spelltransfer.data.words import WordLists, select_words
+from spelltransfer.data.words import WordLists, describe_tokenizer, load_word_tokenizer, select_words
 from spelltransfer.errors import DataError
 
 FORMAT_VERSION = 1
@@ -120,10 +120,8 @@ def build_dataset(out_dir: str | os.PathLike, config: DatasetConfig | None = Non
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
     if tokenizer is None:
-        from spelltransfer.models import load_tokenizer
-
         report("tokenizer", 0, 1)
-        tokenizer = load_tokenizer(config.model)
+        tokenizer = load_word_tokenizer(config.model)
     report("tokenizer", 1, 1)
     report("words", 0, 1)
     words = select_words(tokenizer, seed=config.seed, train_words=config.train_words, eval_words=config.eval_words,
@@ -155,7 +153,7 @@ def build_dataset(out_dir: str | os.PathLike, config: DatasetConfig | None = Non
             "format_version": FORMAT_VERSION,
             "seed": config.seed,
             "model": config.model,
-            "tokenizer": {"name_or_path": getattr(tokenizer, "name_or_path", None), "vocab_size": len(tokenizer)},
+            "tokenizer": describe_tokenizer(tokenizer),
             "counts": counts,
             "totals": {split: len(rows) for split, rows in examples.items()},
             "words": {"train": len(words.train), "validation": len(words.validation), "test": len(words.test),

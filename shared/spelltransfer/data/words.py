@@ -91,10 +91,44 @@ def eval_word_candidates(min_len: int = 4, max_len: int = 12) -> list[str]:
     return sorted(w for w in web2 & gcide if min_len <= len(w) <= max_len)
 
 
+def load_word_tokenizer(model: str):
+    """The tokenizer that decides single- vs multi-token words, as cheaply as possible.
+
+    For a local folder with ``tokenizer.json`` (the bundled model once converted) this is the
+    ``tokenizers`` object itself: the same vocabulary and splits as ``load_tokenizer`` gives,
+    without importing transformers and torch (~10-30 s of a ~3 s build on this machine).
+    Anything else goes through ``spelltransfer.models.load_tokenizer``.
+    """
+    from pathlib import Path
+
+    from spelltransfer.models import load_tokenizer, resolve_model_path
+
+    path = Path(resolve_model_path(model))
+    if (path / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        tokenizer.name_or_path = str(path)  # for the manifest, like an HF tokenizer's attribute
+        return tokenizer
+    return load_tokenizer(model)
+
+
+def describe_tokenizer(tokenizer) -> dict:
+    """Name and vocabulary size for the manifest, for either kind of tokenizer."""
+    return {"name_or_path": getattr(tokenizer, "name_or_path", None), "vocab_size": len(tokenizer.get_vocab())}
+
+
 def token_counts(tokenizer, words: list[str]) -> list[int]:
-    """Tokens per word as it appears in a prompt: after a space, no special tokens."""
-    encoded = tokenizer([" " + w for w in words], add_special_tokens=False)["input_ids"]
-    return [len(ids) for ids in encoded]
+    """Tokens per word as it appears in a prompt: after a space, no special tokens.
+
+    Takes an HF tokenizer or a bare ``tokenizers.Tokenizer`` (see ``load_word_tokenizer``).
+    """
+    from tokenizers import Tokenizer
+
+    texts = [" " + w for w in words]
+    if isinstance(tokenizer, Tokenizer):
+        return [len(encoding.ids) for encoding in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
 def select_words(tokenizer, *, seed: int = 0, train_words: int = 3000, eval_words: int = 3000,

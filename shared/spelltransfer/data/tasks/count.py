@@ -1,9 +1,9 @@
 """Letter counting: "How many times does the letter r appear in strawberry?" -> ``3``.
 
 A quarter of the questions ask for a letter the word lacks (answer ``0``): without them "count"
-degenerates into "is it there", and always answering "1" would look like skill. The other letters
-are drawn uniformly from the word's distinct letters, so repeated letters are not over-sampled.
-Answers are a digit string.
+degenerates into "is it there". Of the rest, a third ask for a letter the word repeats (when it
+has one), else any of its distinct letters: drawn plainly, ~55 % of answers would be "1" and a
+model that always says "1" would look skilled. Answers are a digit string.
 
 Run ``python -m spelltransfer.data.tasks.count`` to preview.
 """
@@ -17,6 +17,7 @@ import string
 from spelltransfer.data.tasks.base import Task, preview
 
 ABSENT_RATE = 0.25
+REPEATED_RATE = 1 / 3  # of the questions about a present letter
 
 TEMPLATES = (
     "How many times does the letter {letter} appear in {word}?",
@@ -46,8 +47,11 @@ class Count(Task):
 
     def build(self, word: str, template: str, rng: random.Random) -> tuple[str, str]:
         absent = sorted(set(string.ascii_lowercase) - set(word))
+        repeated = sorted({c for c in word if word.count(c) > 1})
         if absent and rng.random() < ABSENT_RATE:
             letter = rng.choice(absent)
+        elif repeated and rng.random() < REPEATED_RATE:
+            letter = rng.choice(repeated)
         else:
             letter = rng.choice(sorted(set(word)))
         return template.format(word=word, letter=letter), format_answer(word, letter)
