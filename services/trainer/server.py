@@ -27,7 +27,7 @@ def trial_message(record: TrialRecord) -> trainer_pb2.Trial:
         last_step=record.last_step, metrics=record.metrics, stop_reason=record.stop_reason, error=record.error,
         launches=record.launches, created_at=record.created_at, updated_at=record.updated_at,
         config_path=record.config_path, overrides=record.overrides, labels=record.labels,
-        metrics_json=record.metrics_json)
+        metrics_json=record.metrics_json, phase=record.phase)
 
 
 def event_message(trial_id: str, line: int, event: dict) -> trainer_pb2.TrialEvent:
@@ -53,7 +53,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
 
     def StartTrial(self, request, context):
         record = self.worker.start_trial(request.trial_id, request.config_path, list(request.overrides),
-                                         dict(request.labels))
+                                         dict(request.labels), request.evaluate or "auto")
         return trial_message(record)
 
     def WatchTrial(self, request, context):

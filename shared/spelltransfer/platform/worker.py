@@ -37,8 +37,11 @@ log = logging.getLogger(__name__)
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+EVALUATE_MODES = ("auto", "always", "never")
+TASKS = ("spelling", "position", "count")
 TRIAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CANCEL_GRACE_S = 5.0
+EVAL_FILE = "validation_eval.json"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
@@ -46,6 +49,7 @@ CREATE TABLE IF NOT EXISTS trials (
   labels TEXT NOT NULL, output_dir TEXT NOT NULL, launches INTEGER NOT NULL DEFAULT 0, pgid INTEGER,
   cancel_requested INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '', stop_reason TEXT NOT NULL DEFAULT '',
   last_step INTEGER NOT NULL DEFAULT 0, metrics_json TEXT NOT NULL DEFAULT '',
+  evaluate TEXT NOT NULL DEFAULT 'auto', phase TEXT NOT NULL DEFAULT 'train',
   created_at REAL NOT NULL, updated_at REAL NOT NULL)
 """
 
@@ -67,6 +71,8 @@ class TrialRecord:
     stop_reason: str
     last_step: int
     metrics_json: str
+    evaluate: str
+    phase: str
     created_at: float
     updated_at: float
 
@@ -83,10 +89,16 @@ class _Child:
 
 
 def default_train_command(config_path: str, overrides: list[str], output_dir: str, resume: bool) -> list[str]:
-    argv = [sys.executable, "-m", "spelltransfer.cli", "train", "--config", config_path, "--output-dir", output_dir]
+    # `python -m spelltransfer.train` = `spelltransfer train`, importing Unsloth first when it is used.
+    argv = [sys.executable, "-m", "spelltransfer.train", "--config", config_path, "--output-dir", output_dir]
     for assignment in overrides:
         argv += ["--set", assignment]
     return argv + (["--resume"] if resume else [])
+
+
+def default_eval_command(model: str, adapter: str, data_dir: str, out: str) -> list[str]:
+    return [sys.executable, "-m", "spelltransfer.cli", "eval", "--model", model, "--adapter", adapter,
+            "--data", data_dir, "--split", "validation", "--out", out]
 
 
 def default_validate(config_path: str, overrides: list[str]) -> None:
@@ -102,6 +114,7 @@ class TrainerWorker:
     def __init__(self, work_dir: str | Path, slots: int = 1,
                  train_command: Callable[[str, list[str], str, bool], list[str]] = default_train_command,
                  validate: Callable[[str, list[str]], None] = default_validate,
+                 eval_command: Callable[[str, str, str, str], list[str]] = default_eval_command,
                  poll_s: float = 0.2):
         if slots < 1:
             raise ConfigError(f"slots: must be >= 1 (got {slots})")
@@ -110,6 +123,7 @@ class TrainerWorker:
         self.slots = slots
         self._train_command = train_command
         self._validate = validate
+        self._eval_command = eval_command
         self._poll_s = poll_s
         self._db = sqlite3.connect(self.work_dir / "worker.db", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -126,8 +140,11 @@ class TrainerWorker:
     # ---- requests (called from RPC threads) ----
 
     def start_trial(self, trial_id: str, config_path: str, overrides: list[str],
-                    labels: dict[str, str] | None = None) -> TrialRecord:
+                    labels: dict[str, str] | None = None, evaluate: str = "auto") -> TrialRecord:
         """Accept a trial; the same ``trial_id`` again returns the existing one (never a second run)."""
+        evaluate = evaluate or "auto"
+        if evaluate not in EVALUATE_MODES:
+            raise ConfigError(f"evaluate: must be one of {', '.join(EVALUATE_MODES)} (got {evaluate!r})")
         if not TRIAL_ID.match(trial_id or ""):
             raise ConfigError(f"trial_id: must match {TRIAL_ID.pattern} (got {trial_id!r})")
         if not config_path:
@@ -142,10 +159,10 @@ class TrainerWorker:
             now = time.time()
             output_dir = str(self.work_dir / "runs" / trial_id)
             self._db.execute(
-                "INSERT INTO trials (trial_id, state, config_path, overrides, labels, output_dir, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO trials (trial_id, state, config_path, overrides, labels, output_dir, evaluate,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (trial_id, PENDING, str(Path(config_path).resolve()), json.dumps(list(overrides)),
-                 json.dumps(dict(labels or {})), output_dir, now, now))
+                 json.dumps(dict(labels or {})), output_dir, evaluate, now, now))
         self._wake.set()
         return self.get_trial(trial_id)
 
@@ -243,12 +260,17 @@ class TrainerWorker:
 
     def _launch(self, record: TrialRecord) -> None:
         output_dir = Path(record.output_dir)
-        resume = any((output_dir / "checkpoints").glob("step-*"))
-        argv = self._train_command(record.config_path, record.overrides, str(output_dir), resume)
+        if record.phase == "eval":
+            argv = self._eval_argv(output_dir)
+            resume = False
+        else:
+            resume = any((output_dir / "checkpoints").glob("step-*"))
+            argv = self._train_command(record.config_path, record.overrides, str(output_dir), resume)
         popen = process.spawn(argv, output_dir.parent / f"{record.trial_id}.log")
         self._children[record.trial_id] = _Child(popen)
-        self._update(record.trial_id, state=RUNNING, pgid=popen.pid, launches=record.launches + 1)
-        log.info("trial %s: started pid %d (%s)", record.trial_id, popen.pid, "resume" if resume else "fresh")
+        launches = record.launches + (0 if record.phase == "eval" else 1)  # counts training processes only
+        self._update(record.trial_id, state=RUNNING, pgid=popen.pid, launches=launches)
+        log.info("trial %s: %s pid %d (%s)", record.trial_id, record.phase, popen.pid, "resume" if resume else "fresh")
 
     def _signal_cancel(self, child: _Child) -> None:
         import signal
@@ -269,6 +291,21 @@ class TrainerWorker:
         step = last_step(output_dir)
         if record.cancel_requested:
             self._update(record.trial_id, state=CANCELLED, stop_reason="cancelled", last_step=step, pgid=None)
+        elif record.phase == "eval":
+            result = _read_json(output_dir / EVAL_FILE)
+            if returncode == 0 and result is not None and metrics is not None:
+                merged = dict(metrics, validation=result)
+                self._update(record.trial_id, state=SUCCEEDED, metrics_json=json.dumps(merged), pgid=None)
+            else:
+                error = self._error_message(output_dir, record.trial_id, returncode, metrics)
+                self._update(record.trial_id, state=FAILED, error=f"validation evaluation failed: {error}", pgid=None)
+        elif returncode == 0 and metrics is not None and self._needs_eval(record, metrics):
+            # Training done; the supervisor launches the evaluation next (and again after a restart).
+            stop = metrics.get("stop") if isinstance(metrics.get("stop"), dict) else {}
+            self._update(record.trial_id, phase="eval", stop_reason=str(stop.get("reason") or "done"),
+                         last_step=int(stop.get("step") or step), metrics_json=json.dumps(metrics), pgid=None)
+            self._wake.set()
+            return
         elif returncode == 0 and metrics is not None:
             stop = metrics.get("stop") if isinstance(metrics.get("stop"), dict) else {}
             reason = str(stop.get("reason") or metrics.get("stop_reason") or "done")
@@ -279,6 +316,22 @@ class TrainerWorker:
             error = self._error_message(output_dir, record.trial_id, returncode, metrics)
             self._update(record.trial_id, state=FAILED, error=error, last_step=step, pgid=None)
         log.info("trial %s: finished (exit %s)", record.trial_id, returncode)
+
+    @staticmethod
+    def _needs_eval(record: TrialRecord, metrics: dict) -> bool:
+        if record.evaluate == "never":
+            return False
+        if record.evaluate == "always":
+            return True
+        flat = flatten_numbers(metrics)
+        return not all(any(key.endswith((f"{task}_accuracy", f"{task}.accuracy")) for key in flat) for task in TASKS)
+
+    def _eval_argv(self, output_dir: Path) -> list[str]:
+        import yaml
+
+        config = yaml.safe_load((output_dir / "config.yaml").read_text())
+        return self._eval_command(str(config["model"]["name"]), str(output_dir / "final"),
+                                  str(config["training"]["data_dir"]), str(output_dir / EVAL_FILE))
 
     def _error_message(self, output_dir: Path, trial_id: str, returncode: int, metrics: dict | None) -> str:
         events, _ = read_new_lines(output_dir / "events.jsonl", 0)
@@ -324,3 +377,11 @@ class TrainerWorker:
         data["labels"] = json.loads(data["labels"])
         data["cancel_requested"] = bool(data["cancel_requested"])
         return TrialRecord(**data)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -35,7 +35,8 @@ from spelltransfer.platform.security import open_channel
 from spelltransfer.sweep import results
 from spelltransfer.sweep.spec import SweepSpec, check_training_config, parse_spec, trial_overrides
 from spelltransfer.sweep.store import ACTIVE_DISPATCH, ControllerStore, DispatchRow
-from spelltransfer.sweep.study import objective_value, open_study, storage_url, suggest, task_accuracies
+from spelltransfer.sweep.study import (intermediate_value, objective_value, open_study, storage_url, suggest,
+                                      task_accuracies)
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -312,7 +313,8 @@ class SweepController:
         if dispatch.state == "ASSIGNED":
             request = _T.StartTrialRequest(
                 trial_id=dispatch.worker_trial_id, config_path=sweep.spec.base_config, overrides=dispatch.overrides,
-                labels={"sweep": dispatch.sweep, "number": str(dispatch.number), "attempt": str(dispatch.attempt)})
+                labels={"sweep": dispatch.sweep, "number": str(dispatch.number), "attempt": str(dispatch.attempt)},
+                evaluate=sweep.spec.evaluate)
             try:
                 stub.StartTrial(request, timeout=60)
             except grpc.RpcError as error:
@@ -371,7 +373,9 @@ class SweepController:
         return None
 
     def _report(self, stub, dispatch: DispatchRow, sweep: _Sweep, event: _T.TrialEvent) -> DispatchRow:
-        value = objective_value(sweep.spec.objective, dict(event.metrics))
+        if sweep.spec.pruner.kind == "none":
+            return dispatch
+        value = intermediate_value(sweep.spec.pruner.metric, sweep.spec.objective, dict(event.metrics))
         if value is None:
             return dispatch
         with self._optuna:

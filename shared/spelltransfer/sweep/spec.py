@@ -107,6 +107,10 @@ class PrunerSpec(BaseModel):
     min_resource: int = Field(1, ge=1, description="Training steps before a trial can be pruned.")
     max_resource: int | Literal["auto"] = Field("auto", description="Hyperband: steps of the longest trial.")
     reduction_factor: int = Field(3, ge=2, description="Keep 1/reduction_factor of trials at each rung.")
+    metric: Literal["eval_loss", "accuracy", "objective"] = Field(
+        "eval_loss", description="Intermediate value from each eval event: eval_loss (reported negated, the study "
+        "maximises; always present), accuracy (the trainer's validation-sample accuracy; needs "
+        "training.early_stopping.metric=accuracy) or objective (the sweep objective, when eval events carry per-task accuracies).")
 
 
 class MlflowSpec(BaseModel):
@@ -132,6 +136,9 @@ class SweepSpec(BaseModel):
     seed: int = Field(0, ge=0, description="Sampler seed.")
     objective: Objective = Field("mean_transfer", description="Validation accuracy to maximise; mean_transfer = mean of position and count.")
     max_trials: int = Field(10, ge=1, le=10000, description="Trials to run (grid: at most the grid size).")
+    evaluate: Literal["auto", "always", "never"] = Field(
+        "auto", description="Evaluate each trained adapter on the validation split (spelltransfer eval) for the "
+        "three accuracies; auto = only when the trainer's metrics.json lacks them.")
     max_retries: int = Field(1, ge=0, le=10, description="Times a failed trial is run again before it counts as FAIL.")
     parallelism: int | None = Field(None, ge=1, description="Trials running at once; null = every free worker slot.")
     worker_lost_s: float = Field(300.0, gt=0, description="A trial whose worker is unreachable this long is retried elsewhere.")

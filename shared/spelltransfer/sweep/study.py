@@ -77,14 +77,16 @@ def task_accuracies(metrics: dict[str, float]) -> dict[str, float]:
     """Per-task validation accuracy from flattened metrics, whatever the nesting.
 
     Accepts ``spelling_accuracy``, ``spelling.accuracy``, ``tasks.spelling.accuracy``,
-    ``best.validation.spelling_accuracy`` ...; keys under ``best`` win over ``final`` and others.
+    ``best.validation.spelling_accuracy`` ...; the full validation evaluation (``validation.``,
+    written by the worker) wins over the trainer's ``best``, then ``final``, then the rest.
     """
     found: dict[str, tuple[int, float]] = {}
     for key, value in metrics.items():
         lowered = key.lower()
         for task in TASKS:
             if lowered.endswith((f"{task}_accuracy", f"{task}.accuracy", f"{task}/accuracy")):
-                rank = 2 if lowered.startswith("best") else 1 if lowered.startswith("final") else 0
+                rank = (3 if lowered.startswith("validation.") else 2 if lowered.startswith("best")
+                        else 1 if lowered.startswith("final") else 0)
                 if task not in found or rank > found[task][0]:
                     found[task] = (rank, value)
     return {task: value for task, (_, value) in found.items()}
@@ -101,3 +103,14 @@ def objective_value(objective: str, metrics: dict[str, float]) -> float | None:
     else:
         value = accuracies.get(objective)
     return None if value is None or not math.isfinite(value) else float(value)
+
+
+def intermediate_value(metric: str, objective: str, eval_metrics: dict[str, float]) -> float | None:
+    """What an ``eval`` event reports to the pruner (larger is better), or None if it lacks it."""
+    if metric == "eval_loss":
+        value = eval_metrics.get("eval_loss")
+        return None if value is None or not math.isfinite(value) else -float(value)
+    if metric == "accuracy":
+        value = eval_metrics.get("accuracy")
+        return None if value is None or not math.isfinite(value) else float(value)
+    return objective_value(objective, eval_metrics)
