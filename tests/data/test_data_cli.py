@@ -9,7 +9,7 @@ import sys
 from typer.testing import CliRunner
 
 from spelltransfer.cli import app
-from spelltransfer.errors import ConfigError, DataError
+from spelltransfer.errors import ConfigError, DataError, ModelNotFoundError
 
 runner = CliRunner()
 
@@ -38,6 +38,11 @@ def test_bad_input_raises_typed_errors(tmp_path):
     result = runner.invoke(app, ["data", "build", "--out", str(tmp_path / "x"), "--test-per-task", "0"])
     assert isinstance(result.exception, ConfigError) and "test_per_task" in str(result.exception)
     assert not (tmp_path / "x").exists()
+    result = runner.invoke(app, ["data", "build", "--out", str(tmp_path / "x"), "--model", str(tmp_path / "no-model")])
+    assert isinstance(result.exception, ModelNotFoundError) and "does not exist" in str(result.exception)
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.build-*"))
+    result = runner.invoke(app, ["data", "show", str(tmp_path), "--split", "dev"])
+    assert isinstance(result.exception, DataError) and "split 'dev'" in str(result.exception)
 
 
 def test_cli_exit_code_and_message(tmp_path):
