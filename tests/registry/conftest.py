@@ -34,11 +34,24 @@ class LiveStack:
     bucket: str
     outputs: list[str] = field(default_factory=list)  # every captured stdout/stderr
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+    def cli_subprocess(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+        """`spelltransfer ARGS` as its own process (what a user runs; exit code 2 on errors)."""
         result = subprocess.run([*CLI, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
         self.outputs += [result.stdout, result.stderr]
         if check and result.returncode != 0:
             raise AssertionError(f"{args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def cli(self, *args: str, check: bool = True):
+        """`spelltransfer ARGS` in this process (typer's runner): same code, no 5-10 s start-up."""
+        from typer.testing import CliRunner
+
+        from spelltransfer.cli import app
+
+        result = CliRunner().invoke(app, list(args), env=self.env, catch_exceptions=True)
+        self.outputs += [result.stdout, result.stderr, repr(result.exception)]
+        if check and result.exit_code != 0:
+            raise AssertionError(f"{args} exited {result.exit_code}: {result.output}\n{result.exception!r}")
         return result
 
     def credentials(self):
@@ -76,14 +89,14 @@ def live_stack(tmp_path_factory) -> LiveStack:
     secret = "Sp3ll-S3CRET-" + secrets.token_hex(12)
     env = _clean_env(home, access_key, secret)
     stack = LiveStack(home, env, access_key, secret, "", "", "st-test-artifacts")
-    stack.cli("registry", "up", timeout=240)
+    stack.cli_subprocess("registry", "up", timeout=240)
     state = stack.stack().read_state()
     stack.tracking_uri = state["mlflow"]["url"]
     stack.s3_endpoint_url = state["s3"]["endpoint_url"]
     try:
         yield stack
     finally:
-        down = stack.cli("registry", "down", check=False)
+        down = stack.cli_subprocess("registry", "down", check=False)
         state = stack.stack().read_state()
         leftovers = [name for name in ("mlflow", "s3") if processes.is_running(state.get(name))]
         for name in leftovers:  # never leave a server behind, even when down is broken

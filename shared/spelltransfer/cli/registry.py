@@ -95,6 +95,35 @@ def status(
     raise typer.Exit(0 if state.healthy else 1)
 
 
+@registry_app.command()
+def serve(
+    host: str = typer.Option("0.0.0.0", help="Interface MLflow listens on (inside a container: all)."),
+    port: int = typer.Option(5000, help="MLflow port."),
+    workers: int = typer.Option(2, min=1, help="uvicorn workers."),
+    home: Optional[Path] = HomeOption,
+) -> None:
+    """Foreground MLflow server for containers: wait for the external S3, create the bucket, exec mlflow.
+
+    Reads SPELLTRANSFER_S3_ENDPOINT_URL (MinIO), SPELLTRANSFER_S3_BUCKET, the S3 keys and
+    SPELLTRANSFER_MLFLOW_BACKEND_STORE_URI (+ SPELLTRANSFER_MLFLOW_DB_PASSWORD_FILE for PostgreSQL).
+    """
+    from spelltransfer.errors import ConfigError
+    from spelltransfer.registry import mlflow_server, s3
+    from spelltransfer.registry.credentials import load_credentials
+
+    config = RegistryConfig.from_env(home=home)
+    if not config.s3_endpoint_url:
+        raise ConfigError("registry serve: set SPELLTRANSFER_S3_ENDPOINT_URL (e.g. http://minio:9000); "
+                          "on a machine without Docker use `spelltransfer registry up`")
+    credentials = load_credentials()
+    s3.wait_ready(config.s3_endpoint_url, credentials, config.startup_timeout_s)
+    created = s3.ensure_bucket(config.s3_endpoint_url, credentials, config.bucket)
+    console.print(f"bucket {config.bucket}: {'created' if created else 'exists'} at {config.s3_endpoint_url}")
+    config.home.mkdir(parents=True, exist_ok=True)
+    command = mlflow_server.mlflow_command(config.resolved_backend_store_uri, config.bucket, host, port, workers)
+    os.execvpe(command[0], command, mlflow_server.mlflow_env(credentials, config.s3_endpoint_url))
+
+
 @registry_app.command("env")
 def env_command(home: Optional[Path] = HomeOption) -> None:
     """Print `export MLFLOW_TRACKING_URI=…` for the running stack (use with eval)."""

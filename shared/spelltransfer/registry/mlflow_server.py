@@ -18,19 +18,24 @@ from spelltransfer.registry.credentials import S3Credentials
 from spelltransfer.registry.errors import ServerStartError
 
 
-def start_mlflow(
-    backend_store_uri: str, bucket: str, s3_endpoint_url: str, credentials: S3Credentials,
-    host: str, port: int, log_path: Path, workers: int = 1, cwd: Path | None = None,
-) -> dict:
-    """Start ``mlflow server`` detached; returns its process record with ``url``."""
-    command = [
+DB_PASSWORD_FILE_ENV = "SPELLTRANSFER_MLFLOW_DB_PASSWORD_FILE"
+
+
+def mlflow_command(backend_store_uri: str, bucket: str, host: str, port: int, workers: int = 1) -> list[str]:
+    """The one command line both ``registry up`` (detached) and ``registry serve`` (compose) run."""
+    return [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", backend_store_uri,
         "--artifacts-destination", f"s3://{bucket}",
         "--serve-artifacts",
         "--host", host, "--port", str(port), "--workers", str(workers),
     ]
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "SPELLTRANSFER_S3_"))}
+
+
+def mlflow_env(credentials: S3Credentials, s3_endpoint_url: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: S3 keys (only the server holds them), endpoint, fast S3 failures."""
+    base = dict(os.environ if base is None else base)
+    env = {key: value for key, value in base.items() if not key.startswith(("AWS_", "SPELLTRANSFER_S3_"))}
     env.update(credentials.server_env())
     env.update(MLFLOW_S3_ENDPOINT_URL=s3_endpoint_url, AWS_DEFAULT_REGION="us-east-1")
     # The server's own boto3 must give up fast when S3 is down, so clients (the outbox) see the
@@ -39,7 +44,19 @@ def start_mlflow(
     # Server-side jobs (GenAI scorers) spawn ~8 huey workers: seconds of start time and memory
     # this registry never uses.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    record = processes.spawn(command, env, log_path, cwd=cwd)
+    # A PostgreSQL password from a secrets file reaches libpq as PGPASSWORD, never the URL/argv.
+    if base.get(DB_PASSWORD_FILE_ENV):
+        env["PGPASSWORD"] = Path(base[DB_PASSWORD_FILE_ENV]).read_text(encoding="utf-8").strip()
+    return env
+
+
+def start_mlflow(
+    backend_store_uri: str, bucket: str, s3_endpoint_url: str, credentials: S3Credentials,
+    host: str, port: int, log_path: Path, workers: int = 1, cwd: Path | None = None,
+) -> dict:
+    """Start ``mlflow server`` detached; returns its process record with ``url``."""
+    command = mlflow_command(backend_store_uri, bucket, host, port, workers)
+    record = processes.spawn(command, mlflow_env(credentials, s3_endpoint_url), log_path, cwd=cwd)
     record.update(url=f"http://{host}:{port}", port=port, backend_store_uri=_redact(backend_store_uri))
     return record
 

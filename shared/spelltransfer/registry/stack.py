@@ -89,6 +89,8 @@ class RegistryStack:
                 processes.stop(record)
                 raise
         endpoint = state["s3"]["endpoint_url"]
+        # Also when S3 was already running: keys that don't match it fail here, clearly, at once.
+        s3.wait_ready(endpoint, credentials, config.startup_timeout_s)
         s3.ensure_bucket(endpoint, credentials, config.bucket)
         state["bucket"] = config.bucket
 
