@@ -71,14 +71,14 @@ def _file_lock(path: Path):
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     """Dequantize a GGUF into an HF folder at ``out_dir``, atomically (temp dir + rename)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     marker = out_dir / ".converted"
     if marker.is_file() and marker.read_text().strip() == CONVERSION_VERSION:
-        return out_dir
+        return out_dir  # cached: no transformers import (~20 s on a busy 2-core machine)
     with _file_lock(out_dir.parent / f".{out_dir.name}.lock"):
         if marker.is_file() and marker.read_text().strip() == CONVERSION_VERSION:
             return out_dir
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         # A GGUF-loaded model refuses save_pretrained; once dequantized it is a plain model.
