@@ -12,6 +12,7 @@ does not know makes it skip building any mask (an N x N mask would not fit).
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -30,7 +31,26 @@ def _varlen_fn():
 
 
 def varlen_available(device) -> bool:
-    return torch.device(device).type == "cuda" and _varlen_fn() is not None
+    """CUDA, PyTorch's varlen attention present, and a small causal forward/backward matches SDPA."""
+    device = torch.device(device)
+    return device.type == "cuda" and _varlen_fn() is not None and _probe_varlen(str(device))
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_varlen(device: str) -> bool:
+    try:
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        q, k, v = (torch.randn(12, 2, 64, generator=generator).to(device, torch.bfloat16).requires_grad_() for _ in range(3))
+        cu = torch.tensor([0, 5, 12], dtype=torch.int32, device=device)
+        out = _call_varlen(q, k, v, cu, 7, 0.125)
+        out = out[0] if isinstance(out, tuple) else out
+        out.float().square().sum().backward()
+        ref = torch.cat([F.scaled_dot_product_attention(*(t[a:b].float().transpose(0, 1)[None] for t in (q, k, v)),
+                                                        is_causal=True, scale=0.125)[0].transpose(0, 1)
+                         for a, b in ((0, 5), (5, 12))])
+        return bool(((out.float() - ref).norm() / ref.norm()) < 2e-2) and q.grad is not None and bool(torch.isfinite(q.grad).all())
+    except Exception:  # noqa: BLE001 - any failure means: use the padded layout
+        return False
 
 
 def _call_varlen(q, k, v, cu, max_len, scale):

@@ -24,6 +24,7 @@ and per-trial norms are a handful of kernels over two tensors rather than thousa
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -41,9 +42,31 @@ KERNELS = ("grouped", "loop")
 
 
 def grouped_mm_available(device: torch.device | str, dtype: torch.dtype) -> bool:
-    """``torch._grouped_mm`` runs bf16 on CUDA (sm90); elsewhere the slice loop is used."""
+    """``torch._grouped_mm`` runs bf16 on CUDA (sm90); elsewhere the slice loop is used.
+
+    Probed once per device with a small forward and backward against the slice loop, so a
+    build whose kernel is missing or wrong falls back instead of training on bad numbers.
+    """
     device = torch.device(device)
-    return hasattr(torch, "_grouped_mm") and device.type == "cuda" and dtype == torch.bfloat16
+    if not hasattr(torch, "_grouped_mm") or device.type != "cuda" or dtype != torch.bfloat16:
+        return False
+    return _probe_grouped_mm(str(device))
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_grouped_mm(device: str) -> bool:
+    try:
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        x = torch.randn(40, 64, generator=generator).to(device, torch.bfloat16).requires_grad_()
+        a = torch.randn(3, 16, 64, generator=generator).to(device).requires_grad_()
+        offs = torch.tensor([10, 10, 40], dtype=torch.int32, device=device)
+        out = torch._grouped_mm(x, a.to(torch.bfloat16).transpose(1, 2), offs=offs)
+        out.float().square().sum().backward()
+        ref = torch.cat([x[:10].float() @ a[0].T, x[10:40].float() @ a[2].T])
+        good = bool(((out.float() - ref).norm() / ref.norm()) < 2e-2) and a.grad is not None and bool(a.grad[1].abs().sum() == 0)
+        return good and bool(torch.isfinite(a.grad).all())
+    except Exception:  # noqa: BLE001 - any failure means: use the loop
+        return False
 
 
 @dataclass(frozen=True)
@@ -69,11 +92,17 @@ class Routing:
         self._row_counts: list[int] | None = None
         self._cache: dict[tuple[int, str], torch.Tensor] = {}
 
-    def set_token_ends(self, ends: list[int]) -> None:
-        """``ends[k]`` = end (exclusive) of trial k's tokens; trials are contiguous and in order."""
+    def set_token_ends(self, ends: list[int], device_offsets: torch.Tensor | None = None) -> None:
+        """``ends[k]`` = end (exclusive) of trial k's tokens; trials are contiguous and in order.
+
+        ``device_offsets``: the same ends already on the device as int32 (copied without a stream
+        sync by the caller); otherwise they are copied on first use, which waits for the GPU.
+        """
         if len(ends) != self.n_trials or any(b < a for a, b in zip([0] + ends[:-1], ends)):
             raise ValueError(f"token ends must be {self.n_trials} non-decreasing counts (got {ends})")
         self._token_ends, self._row_counts, self._cache = list(ends), None, {}
+        if device_offsets is not None:
+            self._cache[(ends[-1], str(device_offsets.device))] = device_offsets
 
     def set_row_counts(self, counts: list[int]) -> None:
         if len(counts) != self.n_trials or any(c < 0 for c in counts):

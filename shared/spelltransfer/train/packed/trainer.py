@@ -53,13 +53,21 @@ class PackedHistory:
     steps: list[StepStats] = field(default_factory=list)
 
 
+def prepare_examples(records: list[dict], tokenizer, max_seq_length: int = 128) -> list[PreparedExample]:
+    """Tokenize once (prompt masked, answer + end-of-turn as target); reusable across trainers."""
+    from spelltransfer.models import PromptFormat
+
+    prompt_format = PromptFormat.from_tokenizer(tokenizer)
+    return [PreparedExample.from_tokenized(t.input_ids, t.labels)
+            for t in (tokenize_example(r, tokenizer, prompt_format, max_seq_length) for r in records)]
+
+
 class PackedTrainer:
     def __init__(self, model, tokenizer, train_records: list[dict], trials: list[TrialSpec], *,
                  scheduler: SchedulerConfig | None = None, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  target_modules: list[str] | None = None, max_seq_length: int = 128, max_chunk_tokens: int = 32768,
-                 layout: str = "auto", kernel: str = "auto", base_model_path: str = ""):
-        from spelltransfer.models import PromptFormat
-
+                 layout: str = "auto", kernel: str = "auto", base_model_path: str = "",
+                 prepared: list[PreparedExample] | None = None):
         if not trials:
             raise ConfigError("trials: need at least one trial")
         ids = [t.trial_id for t in trials]
@@ -81,9 +89,7 @@ class PackedTrainer:
         self.target_modules = list(target_modules or LLAMA_STYLE)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-        prompt_format = PromptFormat.from_tokenizer(tokenizer)
-        self.examples = [PreparedExample.from_tokenized(t.input_ids, t.labels)
-                         for t in (tokenize_example(r, tokenizer, prompt_format, max_seq_length) for r in train_records)]
+        self.examples = prepared if prepared is not None else prepare_examples(train_records, tokenizer, max_seq_length)
         self.weights, self.routing = inject_multi_lora(model, self.target_modules, [t.r for t in trials],
                                                        [t.alpha for t in trials], kernel=kernel)
         for k, trial in enumerate(trials):
@@ -128,7 +134,7 @@ class PackedTrainer:
         move = lambda t: _to_device(t, dev) if t is not None else None  # noqa: E731
         input_ids = move(chunk.input_ids)
         predict_at, targets, weights, trial_of = (move(t) for t in (chunk.predict_at, chunk.targets, chunk.weights, chunk.trial_of))
-        self.routing.set_token_ends(chunk.token_ends)
+        self.routing.set_token_ends(chunk.token_ends, move(torch.tensor(chunk.token_ends, dtype=torch.int32)))
         body = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
         if self.layout == "varlen":
             cu = move(chunk.cu_seqlens)
@@ -195,6 +201,25 @@ class PackedTrainer:
                 break
         self.flush()
         return self.history
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue: adapters, optimizer moments, step counts, history."""
+        self.flush()
+        return {"flat": self.weights.flat.detach().cpu(), "optimizer": {k: (v.cpu() if torch.is_tensor(v) else v)
+                                                                         for k, v in self.optimizer.state_dict().items()},
+                "step_index": self.step_index, "losses": self.history.losses,
+                "trials": [t.model_dump() for t in self.trials]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["trials"] != [t.model_dump() for t in self.trials]:
+            raise ConfigError("resume: the saved packed state was trained with different trials")
+        with torch.no_grad():
+            self.weights.flat.copy_(state["flat"])
+            self.optimizer.exp_avg.copy_(state["optimizer"]["exp_avg"])
+            self.optimizer.exp_avg_sq.copy_(state["optimizer"]["exp_avg_sq"])
+        self.optimizer.steps = list(state["optimizer"]["steps"])
+        self.step_index = int(state["step_index"])
+        self.history.losses = [list(h) for h in state["losses"]]
 
     def export(self, k: int, out_dir, extra_files: dict[str, str] | None = None):
         """Trial k as a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)."""

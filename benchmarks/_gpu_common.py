@@ -1,0 +1,126 @@
+"""Shared helpers of the GPU benchmarks: data, FLOP accounting, timing, result files.
+
+FLOPs per token (model FLOPs, frozen base + LoRA), with N_body the decoder's linear weights and
+N_head the LM head (tied to the embedding, 49,152 x 576 for SmolLM2-135M):
+* forward ``2 N``, backward through a frozen weight ``2 N`` (input gradient only) -> ``4 N``;
+  LoRA weights are trained -> ``6 P_lora``.
+* ``nominal`` counts the LM head at every token (what HF computes): ``4 (N_body + N_head) + 6 P_lora``.
+* the packed trainer scores only answer positions, so its *executed* FLOPs are
+  ``4 N_body + 6 P_lora`` per token plus ``4 N_head`` per scored token.
+MFU is against 790 TFLOP/s, the bf16 matmul rate measured on these H100s (KINDS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+PEAK_FLOPS = 790e12
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def load_records(data_dir: str | None, n_train: int = 6000) -> tuple[list[dict], list[dict]]:
+    """Training (spelling) and validation records; a built dataset folder, else generated here."""
+    if data_dir and Path(data_dir, "train.jsonl").is_file():
+        from spelltransfer.train.dataset import read_split
+
+        train = read_split(data_dir, "train")
+        validation = read_split(data_dir, "validation") if Path(data_dir, "validation.jsonl").is_file() else []
+        return train, validation
+    from spelltransfer.data import build_dataset, load_split  # needs english-words
+
+    out = Path(data_dir or "/tmp/spelltransfer-bench-data")
+    build_dataset(str(out), seed=0)
+    return [r.to_dict() for r in load_split(str(out), "train")], [r.to_dict() for r in load_split(str(out), "validation")]
+
+
+def model_flops(model) -> dict:
+    """Parameter counts for the FLOP formulas above."""
+    import torch
+
+    body = head = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in TARGETS:
+            body += module.in_features * module.out_features
+    head_module = model.get_output_embeddings()
+    head = head_module.weight.shape[0] * head_module.weight.shape[1]
+    return {"n_body": body, "n_head": head}
+
+
+def lora_params(model, r: int) -> int:
+    import torch
+
+    total = 0
+    for name, module in model.named_modules():
+        base = getattr(module, "base", None) or getattr(module, "base_layer", None)
+        layer = base if isinstance(base, torch.nn.Linear) else module
+        if isinstance(layer, torch.nn.Linear) and name.split(".")[-1] in TARGETS:
+            total += r * (layer.in_features + layer.out_features)
+    return total
+
+
+def sync():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+def peak_gb() -> float:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else 0.0
+
+
+def reset_peak():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def append_jsonl(path: str | Path, row: dict) -> None:
+    """One result row, appended and flushed (a crash later keeps earlier rows)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Timer:
+    def __enter__(self):
+        sync()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        sync()
+        self.seconds = time.perf_counter() - self.start
+
+
+def sample_batch(examples: list, batch: int, rng: random.Random, length_sorted: list[int] | None = None) -> list:
+    """Random examples, or (length-grouped) a random window of the examples sorted by length."""
+    if length_sorted is None:
+        return [examples[i] for i in rng.sample(range(len(examples)), batch)]
+    start = rng.randrange(0, len(length_sorted) - batch)
+    return [examples[i] for i in length_sorted[start:start + batch]]
