@@ -64,7 +64,8 @@ def test_s3_outage_mid_run_every_artifact_arrives_verified(live_stack, mlflow_cl
               90, "three failed attempts per queued entry")
         pending = outbox.pending()
         assert all(m["last_error"] for m in pending)
-        print("\nwhile S3 is down:", outbox.stats())
+        with capfd.disabled():
+            print("\nwhile S3 is down:", outbox.stats())
         assert outbox.stats().pending_files == 6
         # The training process "restarts": its outbox thread goes away with entries still queued.
         assert outbox.close(timeout=0) is False
@@ -84,7 +85,9 @@ def test_s3_outage_mid_run_every_artifact_arrives_verified(live_stack, mlflow_cl
     with Outbox(outbox_dir, live_stack.tracking_uri, base_delay_s=0.3, max_delay_s=1.5) as restarted:
         assert restarted.flush(timeout=120), restarted.stats()
         receipts = restarted.receipts()
-    print(f"S3 restarted in {started - down_for:.1f} s; queue drained and verified in {time.monotonic() - started:.1f} s")
+    with capfd.disabled():
+        print(f"S3 restart took {started - down_for:.1f} s; queue drained and verified in "
+              f"{time.monotonic() - started:.1f} s; attempts per entry: {[r['attempts'] for r in receipts]}")
     assert len(receipts) == 4
     assert sum(r["attempts"] for r in receipts) >= 6
     assert not list((outbox_dir / "entries").iterdir())
@@ -93,8 +96,7 @@ def test_s3_outage_mid_run_every_artifact_arrives_verified(live_stack, mlflow_cl
                               prefix=f"{experiment_id}/{run_id}/artifacts/")
     by_key = {o["key"].split("/artifacts/", 1)[1]: o for o in objects}
     assert set(by_key) == set(files)
-    expected_md5 = {r["remote"]: None for receipt in receipts for r in receipt["files"]}
-    assert set(expected_md5) == set(files)
+    assert {item["remote"] for receipt in receipts for item in receipt["files"]} == set(files)
     for receipt in receipts:  # receipts carry the submit-time sha256 of every file, all verified
         assert all(item["done"] and item["verified_at"] for item in receipt["files"])
     for key in ("checkpoints/step-1/adapter_model.safetensors", "checkpoints/step-4/adapter_model.safetensors"):

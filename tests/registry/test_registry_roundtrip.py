@@ -175,3 +175,43 @@ def test_register_best_trial_as_champion_and_pull(live_stack, mlflow_client, tmp
     missing = live_stack.cli("registry", "pull", "nope@champion", "--out", str(tmp_path / "x"),
                              "--tracking-uri", live_stack.tracking_uri, check=False)
     assert "nope@champion" in str(missing.exception) and not (tmp_path / "x").exists()
+
+
+def test_champion_from_sweep_rows_that_link_their_training_runs(live_stack, mlflow_client, tmp_path):
+    """The sweep controller's trial rows hold metrics only; the trainer's run holds the adapter."""
+    client = mlflow_client
+    train_experiment = client.create_experiment("linked-train")
+    sweep_experiment = client.create_experiment("linked-sweeps")
+    parent = client.create_run(sweep_experiment, run_name="sweep-linked")
+    train_runs = []
+    with Outbox(tmp_path / "outbox", live_stack.tracking_uri, base_delay_s=0.2, max_delay_s=2) as outbox:
+        for number, accuracy in enumerate([0.4, 0.9]):
+            train_run = client.create_run(train_experiment, run_name=f"train-{number}").info.run_id
+            client.log_metric(train_run, "best/spelling_accuracy", accuracy)
+            adapter = tmp_path / f"adapter-{number}"
+            adapter.mkdir()
+            (adapter / "adapter_config.json").write_text(json.dumps({"r": 4, "peft_type": "LORA", "n": number}))
+            (adapter / "adapter_model.safetensors").write_bytes(bytes([number]) * 64)
+            outbox.submit(adapter, train_run, "adapter")
+            client.set_terminated(train_run)
+            row = client.create_run(sweep_experiment, run_name=f"sweep-linked-trial-{number}", tags={
+                "mlflow.parentRunId": parent.info.run_id, model_registry.TRAIN_RUN_TAG: train_run})
+            client.log_metric(row.info.run_id, "spelling_accuracy", accuracy)
+            client.log_metric(row.info.run_id, "objective", accuracy)
+            client.set_terminated(row.info.run_id)
+            train_runs.append(train_run)
+        assert outbox.flush(timeout=60)
+    result = model_registry.register_best_trial(live_stack.tracking_uri, parent.info.run_id, "linked-lora",
+                                                metric="objective")
+    assert result.run_id == train_runs[1]
+    version = client.get_model_version_by_alias("linked-lora", "champion")
+    assert float(version.tags["trial/spelling_accuracy"]) == pytest.approx(0.9)
+    assert float(version.tags["best/spelling_accuracy"]) == pytest.approx(0.9)
+    out = model_registry.pull(live_stack.tracking_uri, "linked-lora@champion", tmp_path / "pulled")
+    assert json.loads((out / "adapter_config.json").read_text())["n"] == 1
+    # A row with neither an adapter nor a link is a clear error, not a broken version.
+    lonely = client.create_run(sweep_experiment, tags={"mlflow.parentRunId": parent.info.run_id})
+    client.log_metric(lonely.info.run_id, "objective", 2.0)
+    client.set_terminated(lonely.info.run_id)
+    with pytest.raises(Exception, match="spelltransfer.train_run_id"):
+        model_registry.register_best_trial(live_stack.tracking_uri, parent.info.run_id, "linked-lora", metric="objective")

@@ -22,6 +22,9 @@ from spelltransfer.registry.errors import RegistryError
 CHAMPION_ALIAS = "champion"
 ADAPTER_ARTIFACT_PATH = "adapter"
 PARENT_RUN_TAG = "mlflow.parentRunId"
+# A sweep's trial row may live in another run than the training run that holds the adapter;
+# this tag on the trial row names the training run (the sweep controller sets it when it knows).
+TRAIN_RUN_TAG = "spelltransfer.train_run_id"
 # Metrics copied onto the version as tags: what the trial scored, not its training curve.
 EVAL_METRIC_PREFIXES = ("eval/", "best/", "test/", "val/", "validation/")
 PROVENANCE_FILE = "registry.json"
@@ -72,26 +75,39 @@ def best_run(runs: list, metric: str, mode: str = "max"):
 
 def register_run(
     tracking_uri: str | None, run_id: str, name: str, *, metric: str, alias: str = CHAMPION_ALIAS,
-    adapter_path: str = ADAPTER_ARTIFACT_PATH, extra_tags: dict[str, str] | None = None,
+    adapter_path: str = ADAPTER_ARTIFACT_PATH, extra_tags: dict[str, str] | None = None, metrics_from=None,
 ) -> RegisteredAdapter:
-    """Register ``run_id``'s adapter folder as a new version of ``name`` and point ``alias`` at it."""
+    """Register ``run_id``'s adapter folder as a new version of ``name`` and point ``alias`` at it.
+
+    Version tags are the eval metrics of ``metrics_from`` (a sweep's trial row) and of the run.
+    """
     from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
-    run = client.get_run(run_id)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as error:
+        raise RegistryError(f"run {run_id!r}: {error.message}") from None
     listed = {info.path for info in client.list_artifacts(run_id, adapter_path)}
     if f"{adapter_path}/adapter_config.json" not in listed:
         raise RegistryError(
             f"run {run_id} has no {adapter_path}/adapter_config.json among its artifacts "
-            f"({', '.join(sorted(listed)) or 'none'}); is its outbox still uploading?"
+            f"({', '.join(sorted(listed)) or 'none'}); is its outbox still uploading? (a sweep trial row "
+            f"must hold the adapter or name its training run in the tag {TRAIN_RUN_TAG})"
         )
     try:
         client.create_registered_model(name, description="LoRA adapters for spelltransfer (PEFT folders)")
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise RegistryError(f"registered model {name!r}: {error.message}") from None
-    tags = {key: repr(float(value)) for key, value in run.data.metrics.items() if key.startswith(EVAL_METRIC_PREFIXES)}
-    value = run.data.metrics.get(metric, float("nan"))
+    metrics = dict(run.data.metrics)
+    if metrics_from is not None and metrics_from.info.run_id != run_id:
+        # The sweep's trial row logs bare names (spelling_accuracy, objective): keep them all.
+        metrics.update({f"trial/{key}": value for key, value in metrics_from.data.metrics.items()})
+        metrics.setdefault(metric, metrics_from.data.metrics.get(metric, float("nan")))
+    tags = {key: repr(float(value)) for key, value in metrics.items()
+            if key.startswith(EVAL_METRIC_PREFIXES + ("trial/",))}
+    value = metrics.get(metric, float("nan"))
     tags.update({"objective.metric": metric, "objective.value": repr(float(value)), "run_name": run.info.run_name or ""})
     tags.update(extra_tags or {})
     source = f"{run.info.artifact_uri.rstrip('/')}/{adapter_path}"
@@ -109,10 +125,12 @@ def register_best_trial(
     if not runs:
         raise RegistryError(f"sweep run {sweep_run_id}: no FINISHED child runs (tag {PARENT_RUN_TAG})")
     best = best_run(runs, metric, mode)
-    return register_run(
-        tracking_uri, best.info.run_id, name, metric=metric, alias=alias, adapter_path=adapter_path,
-        extra_tags={"sweep_run_id": sweep_run_id, "objective.mode": mode, "trials_considered": str(len(runs))},
-    )
+    extra = {"sweep_run_id": sweep_run_id, "objective.mode": mode, "trials_considered": str(len(runs)),
+             "trial_run_id": best.info.run_id}
+    adapter_run = best.data.tags.get(TRAIN_RUN_TAG) or best.info.run_id
+    result = register_run(tracking_uri, adapter_run, name, metric=metric, alias=alias, adapter_path=adapter_path,
+                          extra_tags=extra, metrics_from=best)
+    return result
 
 
 def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:

@@ -392,13 +392,14 @@ class Outbox:
             self._wake.wait(self._next_due_in())
             self._wake.clear()
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every entry is uploaded and verified; False if ``timeout`` ran out first.
+    def flush(self, timeout: float | None = None, run_id: str | None = None) -> bool:
+        """Wait until every entry (of ``run_id``, if given) is uploaded and verified.
 
-        Without a running thread, drains in this thread (honouring the backoff schedule).
+        False if ``timeout`` ran out first. Without a running thread, drains in this thread
+        (honouring the backoff schedule).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.pending():
+        while [m for m in self.pending() if run_id is None or m["run_id"] == run_id]:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
@@ -425,3 +426,45 @@ class Outbox:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# -- one shared outbox per process, for trackers -------------------------------------------------
+OUTBOX_MODE_ENV = "SPELLTRANSFER_OUTBOX"  # "auto" (default): remote tracking URIs only; "off"; "on"
+FLUSH_TIMEOUT_ENV = "SPELLTRANSFER_OUTBOX_FLUSH_S"
+_shared: dict[str, Outbox] = {}
+_shared_lock = threading.Lock()
+
+
+def default_outbox_dir() -> Path:
+    from spelltransfer.registry.config import OUTBOX_ENV, default_home
+
+    return Path(os.environ.get(OUTBOX_ENV) or default_home() / "outbox")
+
+
+def outbox_for(tracking_uri: str) -> Outbox | None:
+    """The process-wide outbox a tracker should send artifacts through, or None to log directly.
+
+    ``auto``: an outbox for http(s) tracking servers (which can be down), none for local
+    ``sqlite:``/``file:`` stores (the artifact write is a local copy already). Folder:
+    ``$SPELLTRANSFER_OUTBOX_DIR`` or ``<registry home>/outbox``.
+    """
+    mode = os.environ.get(OUTBOX_MODE_ENV, "auto").lower()
+    if mode not in {"auto", "on", "off"}:
+        raise RegistryError(f"{OUTBOX_MODE_ENV}={mode!r}: use auto, on or off")
+    remote = tracking_uri.startswith(("http://", "https://"))
+    if mode == "off" or (mode == "auto" and not remote):
+        return None
+    root = default_outbox_dir()
+    with _shared_lock:
+        key = f"{root.resolve()}|{tracking_uri}"
+        if key not in _shared:
+            _shared[key] = Outbox(root, tracking_uri)
+        return _shared[key]
+
+
+def flush_timeout_s() -> float:
+    """How long a finishing run waits for its uploads (they stay queued after that)."""
+    try:
+        return float(os.environ.get(FLUSH_TIMEOUT_ENV, "120"))
+    except ValueError:
+        raise RegistryError(f"{FLUSH_TIMEOUT_ENV}={os.environ[FLUSH_TIMEOUT_ENV]!r}: not a number of seconds") from None
