@@ -99,3 +99,21 @@ def test_wrong_secret_against_live_s3_is_a_clear_error(live_stack, capfd):
     assert "rejected the credentials" in result.stderr and "Traceback" not in result.stderr
     assert "WRONG-cli-secret" not in result.stdout + result.stderr
     live_stack.outputs += [result.stdout, result.stderr]
+
+
+def test_stack_generates_keys_only_when_none_are_configured(tmp_path, monkeypatch):
+    for name in ("SPELLTRANSFER_S3_ACCESS_KEY_ID", "SPELLTRANSFER_S3_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID",
+                 "AWS_SECRET_ACCESS_KEY", "SPELLTRANSFER_S3_ACCESS_KEY_ID_FILE", "SPELLTRANSFER_S3_SECRET_ACCESS_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    stack = RegistryStack(RegistryConfig(home=tmp_path / "a"))
+    generated = stack.credentials(generate=True)
+    assert (tmp_path / "a" / "credentials").is_file()
+    assert RegistryStack(RegistryConfig(home=tmp_path / "a")).credentials() == generated  # read back later
+    monkeypatch.setenv("SPELLTRANSFER_S3_ACCESS_KEY_ID", "only-the-key")
+    with pytest.raises(CredentialsError, match="SPELLTRANSFER_S3_SECRET_ACCESS_KEY"):
+        RegistryStack(RegistryConfig(home=tmp_path / "b")).credentials(generate=True)
+    assert not (tmp_path / "b" / "credentials").exists()
+    monkeypatch.delenv("SPELLTRANSFER_S3_ACCESS_KEY_ID")
+    external = RegistryStack(RegistryConfig(home=tmp_path / "c", s3_endpoint_url="http://minio:9000"))
+    with pytest.raises(CredentialsError, match="no S3 credentials"):
+        external.credentials(generate=True)  # never invent keys for someone else's S3

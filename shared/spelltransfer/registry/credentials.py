@@ -75,6 +75,13 @@ def _lookup(env: Mapping[str, str], direct: str, file_var: str, aws: str) -> tup
     return None
 
 
+def credentials_configured(env: Mapping[str, str] | None = None) -> bool:
+    """True if any credential variable is set (then a problem with it is an error, not a cue to generate)."""
+    env = os.environ if env is None else env
+    names = (ACCESS_KEY_ENV, SECRET_KEY_ENV, ACCESS_KEY_FILE_ENV, SECRET_KEY_FILE_ENV, AWS_ACCESS_KEY_ENV, AWS_SECRET_KEY_ENV)
+    return any(env.get(name) for name in names)
+
+
 def load_credentials(env: Mapping[str, str] | None = None, fallback_file: Path | None = None) -> S3Credentials:
     """Credentials from ``env`` (default ``os.environ``), else from ``fallback_file`` if it exists.
 

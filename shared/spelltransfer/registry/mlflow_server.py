@@ -66,7 +66,8 @@ def _redact(uri: str) -> str:
     if "@" in uri and "://" in uri:
         scheme, rest = uri.split("://", 1)
         userinfo, host = rest.rsplit("@", 1)
-        return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+        if ":" in userinfo:
+            return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
     return uri
 
 

@@ -99,6 +99,10 @@ class _ProxyStore:
         self.session.auth = _auth()
 
     def _check(self, response: requests.Response, what: str) -> None:
+        if response.status_code >= 500:
+            # The proxy hides the S3 error; say where to look instead of a bare 500.
+            raise UploadError(f"{what}: HTTP {response.status_code} from the tracking server's artifact proxy "
+                              f"(S3 behind it is down or rejects the server's keys; see the MLflow server log)")
         if response.status_code >= 400:
             raise UploadError(f"{what}: HTTP {response.status_code} {response.text[:300].strip()}")
 

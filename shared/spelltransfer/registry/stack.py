@@ -18,7 +18,12 @@ from pathlib import Path
 from spelltransfer.registry import mlflow_server, processes, s3
 from spelltransfer.registry.atomic import write_json_atomic
 from spelltransfer.registry.config import RegistryConfig
-from spelltransfer.registry.credentials import S3Credentials, generate_credentials_file, load_credentials
+from spelltransfer.registry.credentials import (
+    S3Credentials,
+    credentials_configured,
+    generate_credentials_file,
+    load_credentials,
+)
 from spelltransfer.registry.errors import RegistryError
 
 
@@ -60,12 +65,11 @@ class RegistryStack:
         """Keys from env/files; for an embedded stack with none set, a generated 0600 file."""
         if self._credentials is None:
             fallback = self.config.generated_credentials_file
-            try:
-                self._credentials = load_credentials(fallback_file=fallback)
-            except Exception:
-                if not (generate and self.config.s3_endpoint_url is None and not fallback.exists()):
-                    raise
+            embedded = self.config.s3_endpoint_url is None
+            if generate and embedded and not credentials_configured() and not fallback.exists():
                 self._credentials = generate_credentials_file(fallback)
+            else:
+                self._credentials = load_credentials(fallback_file=fallback)
         return self._credentials
 
     # -- lifecycle -------------------------------------------------------------------------
