@@ -6,11 +6,12 @@
 """
 
 from spelltransfer.evaluate.answers import Extraction, extract
+from spelltransfer.evaluate.compare import Comparison, compare_results
 from spelltransfer.evaluate.evaluator import EvalResult, Prediction, TaskMetrics, evaluate_model
 from spelltransfer.evaluate.generation import GenerationEngine, HFGenerationEngine, OpenAICompletionsEngine
 from spelltransfer.evaluate.stats import PairedComparison, compare_paired, wilson_interval
 
 __all__ = [
-    "EvalResult", "Extraction", "GenerationEngine", "HFGenerationEngine", "OpenAICompletionsEngine",
-    "PairedComparison", "Prediction", "TaskMetrics", "compare_paired", "evaluate_model", "extract", "wilson_interval",
+    "Comparison", "EvalResult", "Extraction", "GenerationEngine", "HFGenerationEngine", "OpenAICompletionsEngine",
+    "PairedComparison", "Prediction", "TaskMetrics", "compare_paired", "compare_results", "evaluate_model", "extract", "wilson_interval",
 ]

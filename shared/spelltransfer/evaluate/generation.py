@@ -75,6 +75,8 @@ class HFGenerationEngine(GenerationEngine):
         dtype: str = "auto",
         device: str | None = None,
         merge_adapter: bool = True,
+        share_prefix: bool = True,
+        num_threads: int | None = None,
         *,
         model=None,
         tokenizer=None,
@@ -83,7 +85,14 @@ class HFGenerationEngine(GenerationEngine):
 
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if num_threads is not None:
+            if num_threads < 1:
+                raise ConfigError(f"num_threads must be >= 1, got {num_threads}")
+            import torch
+
+            torch.set_num_threads(num_threads)
         self.batch_size = batch_size
+        self.share_prefix = share_prefix
         self.model_name = str(model_name)
         self.adapter = str(adapter_dir) if adapter_dir is not None else None
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(self.model_name)
@@ -113,32 +122,20 @@ class HFGenerationEngine(GenerationEngine):
         import torch
 
         caps = _caps(questions, max_new_tokens)
-        prompts = [self.format.prompt(question) for question in questions]
-        lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-        order = sorted(range(len(prompts)), key=lambda i: (caps[i], lengths[i]))
-        answers: list[str] = [""] * len(prompts)
+        token_ids = self.tokenizer([self.format.prompt(q) for q in questions], add_special_tokens=False)["input_ids"]
+        order = sorted(range(len(token_ids)), key=lambda i: (caps[i], len(token_ids[i])))
+        answers: list[str] = [""] * len(token_ids)
         was_training = self.model.training
         device = next(self.model.parameters()).device
         self.model.eval()
         try:
             with torch.inference_mode():
+                prefix = _common_prefix(token_ids) if self.share_prefix else []
+                prefix_cache = self._prefill(prefix, device) if prefix else None
                 for start in range(0, len(order), self.batch_size):
                     batch = order[start : start + self.batch_size]
-                    encoded = self.tokenizer(
-                        [prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False
-                    ).to(device)
-                    output = self.model.generate(
-                        **encoded,
-                        max_new_tokens=max(caps[i] for i in batch),
-                        do_sample=False,
-                        temperature=None,
-                        top_p=None,
-                        top_k=None,
-                        eos_token_id=self.stop_ids,
-                        pad_token_id=self.tokenizer.pad_token_id,
-                        use_cache=True,
-                    )
-                    new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
+                    new_tokens = self._generate_batch([token_ids[i] for i in batch], max(caps[i] for i in batch),
+                                                      prefix, prefix_cache, device)
                     for row, i in enumerate(batch):
                         answers[i] = self._decode(new_tokens[row][: caps[i]])
                     if on_progress is not None:
@@ -147,6 +144,45 @@ class HFGenerationEngine(GenerationEngine):
             self.model.train(was_training)
         return answers
 
+    def _prefill(self, prefix: list[int], device):
+        import torch
+
+        return self.model(torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1).past_key_values
+
+    def _generate_batch(self, rows: list[list[int]], cap: int, prefix: list[int], prefix_cache, device) -> list[list[int]]:
+        """Greedy tokens for one batch. With a shared prefix (the chat template's system turn,
+        ~half of each prompt) its KV cache is computed once and the padding goes between prefix
+        and question: positions come from the attention mask, so the maths is unchanged."""
+        import copy
+
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        suffixes = [row[len(prefix) :] for row in rows]
+        width = max(len(suffix) for suffix in suffixes)
+        input_ids = [prefix + [pad] * (width - len(s)) + s for s in suffixes]
+        mask = [[1] * len(prefix) + [0] * (width - len(s)) + [1] * len(s) for s in suffixes]
+        kwargs = {}
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(rows))
+            kwargs["past_key_values"] = cache
+        input_tensor = torch.tensor(input_ids, device=device)
+        output = self.model.generate(
+            input_ids=input_tensor,
+            attention_mask=torch.tensor(mask, device=device),
+            max_new_tokens=cap,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            eos_token_id=self.stop_ids,
+            pad_token_id=pad,
+            use_cache=True,
+            **kwargs,
+        )
+        return output[:, input_tensor.shape[1] :].tolist()
+
     def _decode(self, token_ids: list[int]) -> str:
         # Cut at the first stop token: after it the row holds padding (or, when the cap was
         # reached by a neighbour, nothing of ours).
@@ -154,13 +190,25 @@ class HFGenerationEngine(GenerationEngine):
             if token in self.stop_ids:
                 token_ids = token_ids[:position]
                 break
-        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         if self.format.end_of_turn and self.format.end_of_turn in text:
             text = text.split(self.format.end_of_turn, 1)[0]
         return text.strip()
 
     def close(self) -> None:
         self.model = None
+
+
+def _common_prefix(rows: list[list[int]]) -> list[int]:
+    """Longest token prefix shared by all rows, leaving each row at least one token of its own."""
+    if not rows:
+        return []
+    limit = min(len(row) for row in rows) - 1
+    first = rows[0]
+    length = 0
+    while length < limit and all(row[length] == first[length] for row in rows):
+        length += 1
+    return first[:length]
 
 
 def _load_adapter(model, adapter_dir: Path, merge: bool):
