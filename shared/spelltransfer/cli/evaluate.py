@@ -11,6 +11,7 @@ This module only parses, calls ``spelltransfer.evaluate`` and prints; errors are
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -20,7 +21,8 @@ from rich.table import Table
 
 from spelltransfer.errors import ConfigError, DataError
 
-console = Console()
+# Tables have ~9 columns; below 120 characters (or when piped, where rich assumes 80) they wrap.
+console = Console(width=max(shutil.get_terminal_size((120, 24)).columns, 120))
 
 
 def _parse_tasks(tasks: str | None) -> list[str] | None:
@@ -55,7 +57,7 @@ def _print_comparison(path_a: Path, path_b: Path) -> None:
 
     comparison = compare_results(path_a, path_b)
     table = Table(title=f"B = {path_b.name}  vs  A = {path_a.name}  (paired on the same items)")
-    for column in ("task", "paired n", "A", "B", "gain B-A", "95% CI (Newcombe)", "only A right", "only B right", "McNemar p"):
+    for column in ("task", "paired n", "A", "B", "gain B-A", "95% CI (Newcombe)", "A only", "B only", "McNemar p"):
         table.add_column(column, justify="left" if column == "task" else "right")
     for task, paired in comparison.tasks.items():
         table.add_row(
