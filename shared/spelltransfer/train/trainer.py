@@ -160,9 +160,9 @@ class _Evaluator:
                     batch = self.collator([{"input_ids": e.input_ids, "labels": e.labels} for e in chunk])
                     batch = {k: v.to(device) for k, v in batch.items()}
                     with _autocast(device, self.config.training.precision):
-                        out = model(**batch)
+                        loss = self.backend.loss(model, batch)
                     tokens = int((batch["labels"][:, 1:] != -100).sum())
-                    total_loss += float(out.loss) * tokens
+                    total_loss += float(loss) * tokens
                     total_tokens += tokens
             metrics = {"eval_loss": total_loss / max(1, total_tokens)}
             if with_accuracy:
@@ -172,12 +172,18 @@ class _Evaluator:
         return metrics
 
     def _accuracy(self) -> dict:
-        from spelltransfer.train.validation_accuracy import generation_accuracy
+        """Greedy-generation exact match on the validation sample, through the evaluator's own engine
+        and answer extraction (so it agrees with `spelltransfer eval`); micro-averaged over tasks."""
+        from spelltransfer.evaluate import HFGenerationEngine, evaluate_model
 
-        return generation_accuracy(self.loaded.model, self.loaded.tokenizer, self.records,
-                                   batch_size=self.config.training.eval_batch_size)
-
-
+        engine = HFGenerationEngine.from_model(self.loaded.model, self.loaded.tokenizer,
+                                               batch_size=self.config.training.eval_batch_size)
+        result = evaluate_model(engine, self.records, progress=False)
+        correct = sum(task.correct for task in result.tasks.values())
+        total = sum(task.n for task in result.tasks.values())
+        metrics = {"accuracy": correct / total}
+        metrics.update({f"accuracy_{name}": task.accuracy for name, task in result.tasks.items()})
+        return metrics
 
 
 def run_training(config: RunConfig, output_dir: str | Path | None = None, resume: bool = False,
@@ -267,7 +273,7 @@ def run_training(config: RunConfig, output_dir: str | Path | None = None, resume
                 batch = {k: v.to(device) for k, v in batch.items()}
                 tokens_seen += int(batch["attention_mask"].sum())
                 with _autocast(device, training.precision):
-                    loss = model(**batch).loss / training.grad_accum
+                    loss = backend.loss(model, batch) / training.grad_accum
                 loss.backward()
                 step_loss += float(loss.detach())
             if config.optimizer.max_grad_norm:
@@ -364,8 +370,12 @@ def _save_adapter_atomic(model, tokenizer, adapter_dir: Path) -> None:
 
 
 def _plot(config, history, metric, output_dir, run_name, best_step, stop_step, stop_reason) -> Path | None:
-    from spelltransfer.train.plot import plot_metric
-
+    try:
+        from spelltransfer.train.plot import plot_metric
+        import matplotlib  # noqa: F401
+    except ImportError:  # e.g. a bare GPU box: the run is still complete without its picture
+        log.warning("matplotlib is not installed; skipping the %s plot", metric)
+        return None
     points = [(h["step"], h[metric]) for h in history if metric in h]
     if not points:
         return None

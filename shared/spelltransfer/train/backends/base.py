@@ -29,6 +29,9 @@ class Backend(Protocol):
     def load(self, config: ModelConfig, seed: int) -> LoadedModel:
         """Load the base model and attach fresh LoRA layers initialised from ``seed``."""
 
+    def loss(self, model, batch: dict):
+        """Mean next-token loss over the answer tokens of a padded batch (labels -100 elsewhere)."""
+
     def for_inference(self, model) -> None:
         """Switch to generation mode (Unsloth needs this; HF needs only eval())."""
 

@@ -36,6 +36,11 @@ class HFBackend:
         model.train()
         return LoadedModel(model, tokenizer, device, model_path, target_modules)
 
+    def loss(self, model, batch: dict):
+        from spelltransfer.train.loss import answer_only_loss
+
+        return answer_only_loss(model, batch)
+
     def for_inference(self, model) -> None:
         model.eval()
 

@@ -58,6 +58,11 @@ class UnslothBackend:
         FastLanguageModel.for_training(model)
         return LoadedModel(model, tokenizer, "cuda", model_path, target_modules)
 
+    def loss(self, model, batch: dict):
+        from spelltransfer.train.loss import full_logits_loss
+
+        return full_logits_loss(model, batch)  # Unsloth's fused head + cross-entropy
+
     def for_inference(self, model) -> None:
         from unsloth import FastLanguageModel
 
