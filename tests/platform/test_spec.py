@@ -93,3 +93,14 @@ def test_pruners():
     assert isinstance(make_pruner(spec_with(pruner={"kind": "hyperband", "max_resource": 100})),
                       optuna.pruners.HyperbandPruner)
     assert isinstance(make_pruner(spec_with()), optuna.pruners.NopPruner)
+
+
+@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path(__file__).resolve().parents[2].glob("configs/sweeps/*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_sweep_specs_are_valid(path, repo_root, monkeypatch):
+    from spelltransfer.sweep.spec import load_spec
+
+    monkeypatch.chdir(repo_root)  # specs name paths relative to the repository root
+    spec = load_spec(path)
+    check_training_config(spec)
+    assert spec.trial_count() >= 4

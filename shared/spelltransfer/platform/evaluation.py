@@ -1,9 +1,9 @@
-"""The evaluator service's engine: one ``spelltransfer eval`` subprocess per request.
+"""The evaluator service's engine: one evaluation subprocess (``platform.eval_job``) per request.
 
 A subprocess (not in-process) so a model load cannot leak memory into the long-lived service, a
-cancelled RPC can stop it as a process group, and the result is exactly what the CLI writes:
+cancelled RPC can stop it as a process group, and the result is what ``spelltransfer eval`` writes (same engine):
 ``{"tasks": {task: {"accuracy", "ci95": [lo, hi], "n"}}}``. Progress is the number of lines in
-``FILE.predictions.jsonl`` while it grows.
+``FILE.predictions.jsonl`` (written at the end); until then updates carry the elapsed time.
 """
 
 from __future__ import annotations
@@ -23,12 +23,10 @@ from spelltransfer.platform.errors import UnavailableError
 
 def eval_command(model: str, adapter: str, data: str, split: str, limit: int, extra_args: list[str],
                  out: Path) -> list[str]:
-    argv = [sys.executable, "-m", "spelltransfer.cli", "eval", "--model", model, "--data", data,
-            "--split", split, "--out", str(out)]
+    argv = [sys.executable, "-m", "spelltransfer.platform.eval_job", "--model", model, "--data", data,
+            "--split", split, "--out", str(out), "--limit", str(limit)]
     if adapter:
         argv += ["--adapter", adapter]
-    if limit:
-        argv += ["--limit", str(limit)]
     return argv + list(extra_args)
 
 

@@ -11,33 +11,33 @@ processes writing one run folder would corrupt it), so each child:
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
+# Runs in the child instead of a ``preexec_fn``: Python code between fork and exec is unsafe in a
+# threaded parent (gRPC servers are), and was seen to crash there. This tiny interpreter sets
+# PR_SET_PDEATHSIG (kept across execve), checks the parent is still the one that forked it, then
+# execs the real command, so the command itself runs with the death signal armed.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]): os._exit(1)  # the parent died before prctl took effect\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None,
           cwd: str | None = None) -> subprocess.Popen:
     """Start ``argv`` in its own process group, stdout+stderr appended to ``log_path``."""
-    parent = os.getpid()
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    wrapped = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
     with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-            start_new_session=True, preexec_fn=lambda: _die_with_parent(parent),
-        )
+        return subprocess.Popen(wrapped, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=cwd, start_new_session=True)
 
 
 def group_alive(pgid: int) -> bool:

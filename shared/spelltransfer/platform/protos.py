@@ -82,10 +82,18 @@ def regenerate() -> None:
         generate(Path(tmp))
         built = Path(tmp) / "spelltransfer" / "_proto"
         (built / "STAMP").write_text(_fingerprint() + "\n")
+        if _same_tree(built, target):
+            return  # nothing changed: leave the files running services have imported alone
         old = Path(tmp) / "old"
         if target.exists():
             os.replace(target, old)
         os.replace(built, target)
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return files_a == files_b and all((a / f).read_bytes() == (b / f).read_bytes() for f in files_a)
 
 
 def ensure_generated() -> None:

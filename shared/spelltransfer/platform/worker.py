@@ -96,9 +96,9 @@ def default_train_command(config_path: str, overrides: list[str], output_dir: st
     return argv + (["--resume"] if resume else [])
 
 
-def default_eval_command(model: str, adapter: str, data_dir: str, out: str) -> list[str]:
-    return [sys.executable, "-m", "spelltransfer.cli", "eval", "--model", model, "--adapter", adapter,
-            "--data", data_dir, "--split", "validation", "--out", out]
+def default_eval_command(run_dir: str, out: str) -> list[str]:
+    """Evaluate ``run_dir/final`` on validation with the run's model, data and eval settings."""
+    return [sys.executable, "-m", "spelltransfer.platform.eval_job", "--run-dir", run_dir, "--out", out]
 
 
 def default_validate(config_path: str, overrides: list[str]) -> None:
@@ -114,7 +114,7 @@ class TrainerWorker:
     def __init__(self, work_dir: str | Path, slots: int = 1,
                  train_command: Callable[[str, list[str], str, bool], list[str]] = default_train_command,
                  validate: Callable[[str, list[str]], None] = default_validate,
-                 eval_command: Callable[[str, str, str, str], list[str]] = default_eval_command,
+                 eval_command: Callable[[str, str], list[str]] = default_eval_command,
                  poll_s: float = 0.2):
         if slots < 1:
             raise ConfigError(f"slots: must be >= 1 (got {slots})")
@@ -261,7 +261,7 @@ class TrainerWorker:
     def _launch(self, record: TrialRecord) -> None:
         output_dir = Path(record.output_dir)
         if record.phase == "eval":
-            argv = self._eval_argv(output_dir)
+            argv = self._eval_command(str(output_dir), str(output_dir / EVAL_FILE))
             resume = False
         else:
             resume = any((output_dir / "checkpoints").glob("step-*"))
@@ -325,13 +325,6 @@ class TrainerWorker:
             return True
         flat = flatten_numbers(metrics)
         return not all(any(key.endswith((f"{task}_accuracy", f"{task}.accuracy")) for key in flat) for task in TASKS)
-
-    def _eval_argv(self, output_dir: Path) -> list[str]:
-        import yaml
-
-        config = yaml.safe_load((output_dir / "config.yaml").read_text())
-        return self._eval_command(str(config["model"]["name"]), str(output_dir / "final"),
-                                  str(config["training"]["data_dir"]), str(output_dir / EVAL_FILE))
 
     def _error_message(self, output_dir: Path, trial_id: str, returncode: int, metrics: dict | None) -> str:
         events, _ = read_new_lines(output_dir / "events.jsonl", 0)

@@ -225,7 +225,6 @@ class SweepController:
     def _schedule(self, name: str) -> None:
         sweep = self._open(name)
         spec = sweep.spec
-        self._ensure_parent_run(name)
         while not self._stop.is_set():
             active = self.store.dispatches(name, ACTIVE_DISPATCH)
             queued = [d for d in active if d.state == "QUEUED"]
@@ -243,6 +242,7 @@ class SweepController:
             if asked >= spec.trial_count():
                 break
             self._ask(name, sweep)
+        self._ensure_parent_run(name)  # after dispatching: creating an MLflow store can take seconds
         self._maybe_complete(name)
 
     def _ask(self, name: str, sweep: _Sweep) -> None:

@@ -18,11 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 
 from spelltransfer.platform import process
 from spelltransfer.platform.security import TOKEN_ENV, SecuritySettings
-from spelltransfer.sweep.client import SweepClient, trials_table
+from spelltransfer.sweep.client import SweepClient, spec_text_for_submit, trials_table
 
 
 class LocalPlatform:
@@ -118,8 +119,12 @@ class LocalPlatform:
 
 
 def run_local_sweep(spec_path: str | Path, n_workers: int = 2, slots: int = 1, work_dir: str | Path | None = None,
-                    console: Console | None = None):
-    """Run a sweep through real local services and print its table; returns the final Sweep message."""
+                    console: Console | None = None, overrides: list[str] | None = None):
+    """Run a sweep through real local services and print its table; returns the final Sweep message.
+
+    ``overrides`` (``section.key=value``) are appended to the spec's fixed overrides, e.g. the
+    dataset folder a caller just built: ``["training.data_dir=results/demo/data"]``.
+    """
     console = console or Console()
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="spelltransfer-sweep-"))
     started = time.monotonic()
@@ -127,7 +132,12 @@ def run_local_sweep(spec_path: str | Path, n_workers: int = 2, slots: int = 1, w
         console.print(f"controller {platform.controller_address}, workers "
                       f"{', '.join(platform.worker_address(i) for i in range(n_workers))}; logs in {work_dir / 'logs'}")
         client = platform.client()
-        sweep = client.submit_file(Path(spec_path))
+        text = spec_text_for_submit(Path(spec_path))
+        if overrides:
+            data = yaml.safe_load(text)
+            data["overrides"] = list(data.get("overrides") or []) + list(overrides)
+            text = yaml.safe_dump(data, sort_keys=False)
+        sweep = client.submit_text(text, str(spec_path))
         console.print(f"sweep [bold]{sweep.name}[/]: {sweep.max_trials} trials on {n_workers} worker(s)")
         final = sweep
         for event in client.watch(sweep.name):

@@ -1,0 +1,73 @@
+"""One evaluation as a child process: ``python -m spelltransfer.platform.eval_job ...``.
+
+The trainer worker (validation accuracies of a finished trial) and the evaluator service run
+evaluations as separate processes, so a model load never lives in a long-running service and a
+cancel can stop it as a process group. This is a thin wrapper over
+``spelltransfer.evaluate.evaluator.evaluate_model`` (the engine ``spelltransfer eval`` uses);
+the result file is the same ``{"tasks": {task: {"accuracy", "ci95", "n", ...}}}``.
+
+``--run-dir DIR`` takes the model, data folder, tasks and items per task from a training run's
+resolved ``DIR/config.yaml`` and evaluates ``DIR/final`` on the validation split.
+Exit codes: 0 done, 2 bad input (message on stderr), anything else a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from spelltransfer.errors import SpellTransferError
+
+
+def _from_run_dir(run_dir: Path) -> dict:
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    transfer = config.get("transfer") or {}
+    return {"model": str(config["model"]["name"]), "adapter": str(run_dir / "final"),
+            "data": str(config["training"]["data_dir"]), "split": "validation",
+            "tasks": list(transfer.get("eval_tasks") or []) or None,
+            "limit": transfer.get("eval_items_per_task"),
+            "batch_size": int(config["training"].get("eval_batch_size") or 32)}
+
+
+def run(model: str, adapter: str | None, data: str, split: str, out: str, tasks: list[str] | None = None,
+        limit: int | None = None, batch_size: int = 32) -> None:
+    from spelltransfer.data import load_split
+    from spelltransfer.evaluate.evaluator import evaluate_model
+
+    evaluate_model(model, load_split(data, split), adapter=adapter or None, tasks=tasks, limit=limit or None,
+                   batch_size=batch_size, out=out, data=data, split=split, progress=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spelltransfer.platform.eval_job", description=__doc__)
+    parser.add_argument("--run-dir", type=Path, help="A training run folder: evaluate DIR/final as its config says.")
+    parser.add_argument("--model", help="Model name or folder.")
+    parser.add_argument("--adapter", default="", help="PEFT adapter folder (empty = base model).")
+    parser.add_argument("--data", help="Dataset folder.")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--tasks", default="", help="Comma-separated tasks (default: all).")
+    parser.add_argument("--limit", type=int, default=0, help="Items per task (0 = all).")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", required=True, help="Result JSON (predictions JSONL beside it).")
+    args = parser.parse_args(argv)
+    try:
+        if args.run_dir is not None:
+            job = _from_run_dir(args.run_dir)
+        else:
+            if not args.model or not args.data:
+                raise SpellTransferError("--model and --data are required without --run-dir")
+            job = {"model": args.model, "adapter": args.adapter, "data": args.data, "split": args.split,
+                   "tasks": [t for t in args.tasks.split(",") if t] or None, "limit": args.limit,
+                   "batch_size": args.batch_size}
+        run(out=args.out, **job)
+    except SpellTransferError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
