@@ -18,7 +18,8 @@ from pathlib import Path
 
 from spelltransfer.errors import DataError
 from spelltransfer.evaluate.evaluator import EvalResult
-from spelltransfer.evaluate.stats import compare_paired, wilson_interval
+from spelltransfer.evaluate.compare import compare_predictions
+from spelltransfer.evaluate.stats import wilson_interval
 
 
 @dataclass(frozen=True)
@@ -99,31 +100,22 @@ def _pct(value: float) -> str:
 
 
 def compare_results(base: EvalResult, tuned: EvalResult) -> TransferReport:
-    """Pair the two results' predictions by item and summarise each task present in both."""
+    """Pair the two results item by item (``evaluate.compare``) and add each task's context."""
     if not base.predictions or not tuned.predictions:
         raise DataError("comparison needs predictions for both results (the .predictions.jsonl beside each JSON)")
-    tuned_by_key = {p.key(): p for p in tuned.predictions}
+    comparison = compare_predictions(base.predictions, tuned.predictions)
     rows = []
-    for task in base.tasks:
-        if task not in tuned.tasks:
-            continue
-        pairs = [(p, tuned_by_key[p.key()]) for p in base.predictions if p.task == task and p.key() in tuned_by_key]
-        if not pairs:
-            continue
-        comparison = compare_paired([a.correct for a, _ in pairs], [b.correct for _, b in pairs])
-        n = comparison.n
-        base_right, tuned_right = comparison.both_right + comparison.a_only, comparison.both_right + comparison.b_only
+    for task, paired in comparison.tasks.items():
+        n = paired.n
         rows.append(TaskTransfer(
             task=task, n=n,
-            base_accuracy=comparison.accuracy_a, base_ci95=wilson_interval(base_right, n),
-            tuned_accuracy=comparison.accuracy_b, tuned_ci95=wilson_interval(tuned_right, n),
-            gain=comparison.gain, gain_ci95=tuple(comparison.ci95), mcnemar_p=comparison.mcnemar_p,
+            base_accuracy=paired.accuracy_a, base_ci95=wilson_interval(paired.both_right + paired.a_only, n),
+            tuned_accuracy=paired.accuracy_b, tuned_ci95=wilson_interval(paired.both_right + paired.b_only, n),
+            gain=paired.gain, gain_ci95=tuple(paired.ci95), mcnemar_p=paired.mcnemar_p,
             trivial_baseline=base.tasks[task].trivial_baseline,
-            base_in_form=sum(a.in_form for a, _ in pairs) / n,
-            tuned_in_form=sum(b.in_form for _, b in pairs) / n,
+            base_in_form=base.tasks[task].answered_in_form,
+            tuned_in_form=tuned.tasks[task].answered_in_form,
         ))
-    if not rows:
-        raise DataError(f"{base.model} and {tuned.model} results share no items to compare")
     return TransferReport(base=_label(base), tuned=_label(tuned), rows=rows)
 
 
