@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from spelltransfer.errors import ConfigError, SpellTransferError
 
@@ -61,8 +61,9 @@ class AdapterSpec(BaseModel):
             raise ConfigError(f"--adapter '{text}': expected NAME=PATH")
         try:
             return cls(name=name, path=Path(path))
-        except ValueError as error:
-            raise ConfigError(f"--adapter '{text}': {error}") from error
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise ConfigError(f"--adapter '{text}': {first['loc'][0]}: {first['msg']}") from error
 
     @property
     def rank(self) -> int:

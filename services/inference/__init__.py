@@ -1,0 +1,1 @@
+"""Inference service: the vLLM OpenAI-compatible server with the study's LoRA adapters."""
