@@ -115,7 +115,7 @@ def test_spelling_extraction(text, asked, value, in_form):
     assert (result.value, result.in_form) == (value, in_form)
 
 
-@pytest.mark.parametrize("text", ["garden", "", "ga-rd-en", "The spelling is easy."])
+@pytest.mark.parametrize("text", ["garden", "", "ga-rd-en", "The spelling is easy.", "I'm sorry, I can't.", "Bettor: Bet-TOR"])
 def test_spelling_needs_single_letters(text):
     assert extract_spelling(text, "-").value is None
 

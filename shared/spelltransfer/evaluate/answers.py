@@ -45,7 +45,8 @@ def _unwrap(text: str) -> str:
 # ---------------------------------------------------------------------------- spelling
 
 # One letter, then (separator, one letter)+; a "letter" is never part of a longer word.
-_SPELLED_RUN = re.compile(r"(?<![A-Za-z])[A-Za-z](?:[^A-Za-z0-9]{1,3}[A-Za-z](?![A-Za-z]))+")
+# Apostrophes never separate letters: "I'm" is a word, not the spelling "i-m".
+_SPELLED_RUN = re.compile(r"(?<![A-Za-z'’])[A-Za-z](?:[^A-Za-z0-9'’]{1,3}[A-Za-z](?![A-Za-z'’]))+")
 _SEP_SPLIT = re.compile(r"[A-Za-z]")
 
 

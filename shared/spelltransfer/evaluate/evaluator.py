@@ -332,3 +332,25 @@ def _generate(engine: GenerationEngine, items: list[dict], max_new_tokens: int |
     ) as bar:
         task_id = bar.add_task("generate", total=len(questions))
         return engine.generate(questions, budgets, on_progress=lambda done: bar.advance(task_id, done))
+
+
+def rescore(result_path: str | os.PathLike, out: str | os.PathLike | None = None) -> EvalResult:
+    """Score a saved evaluation's raw outputs again with the current extractor (no generation).
+
+    Extraction improves over time while generation is the expensive part; the model, data,
+    timing and outputs are kept, only extracted answers, correctness and summaries change.
+    """
+    old = EvalResult.load(result_path)
+    items = [{"task": p.task, "word": p.word, "prompt": p.prompt, "answer": p.gold, "template_id": p.template_id}
+             for p in old.predictions]
+    predictions = [score(item, p.output, i) for i, (item, p) in enumerate(zip(items, old.predictions))]
+    by_task: dict[str, list[Prediction]] = defaultdict(list)
+    for prediction in predictions:
+        by_task[prediction.task].append(prediction)
+    result = old.model_copy(update={
+        "tasks": {task: summarise_task(task, by_task[task]) for task in TASKS if task in by_task},
+        "predictions": predictions,
+    })
+    if out is not None:
+        result.save(out)
+    return result
