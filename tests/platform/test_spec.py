@@ -75,7 +75,7 @@ def test_training_config_checked_per_parameter(base_config):
 
 
 def test_objectives_from_metrics():
-    metrics = {"final.spelling_accuracy": 0.2, "best.spelling_accuracy": 0.4, "validation.tasks.spelling.accuracy": 0.5,
+    metrics = {"final.accuracy_spelling": 0.2, "best.accuracy_spelling": 0.4, "validation.tasks.spelling.accuracy": 0.5,
                "validation.tasks.position.accuracy": 0.25, "validation.tasks.count.accuracy": 0.75}
     assert task_accuracies(metrics) == {"spelling": 0.5, "position": 0.25, "count": 0.75}
     assert objective_value("spelling", metrics) == 0.5
@@ -104,3 +104,16 @@ def test_shipped_sweep_specs_are_valid(path, repo_root, monkeypatch):
     spec = load_spec(path)
     check_training_config(spec)
     assert spec.trial_count() >= 4
+
+
+def test_reopened_study_continues_without_replaying_parameters(tmp_path):
+    from spelltransfer.sweep.study import open_study, suggest
+
+    spec = spec_with(strategy="random", seed=7)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = suggest(open_study(spec, url).ask(), spec)
+    after_restart = suggest(open_study(spec, url).ask(), spec)  # same study, reopened as after a crash
+    assert after_restart != first
+    other = spec.model_copy(update={"name": "other"})
+    assert suggest(open_study(other, url).ask(), other) == first  # a fresh study with the seed is reproducible
+    assert len(open_study(spec, url).get_trials()) == 2

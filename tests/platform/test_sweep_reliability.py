@@ -48,7 +48,10 @@ def _training_processes(run_dir: Path) -> list[int]:
 def test_sweep_survives_kill_of_worker_and_controller(tmp_path, base_config, make_overrides, api_token):
     results_dir = tmp_path / "results"
     spec = {
-        "name": "kill-test", "base_config": base_config, "overrides": make_overrides(max_steps=8, save_steps=2),
+        # The trainer's own generation accuracy (spelling, on its validation sample) is the objective,
+        # so each trial is one process; the worker's evaluation phase is tested in test_trainer_service.
+        "name": "kill-test", "base_config": base_config, "evaluate": "never",
+        "overrides": make_overrides(max_steps=8, save_steps=2) + ["training.early_stopping.metric=accuracy"],
         "strategy": "random", "seed": 0, "objective": "spelling", "max_trials": 4, "max_retries": 1,
         "parameters": {"optimizer.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
                        "model.lora.r": {"values": [2, 4]}},

@@ -30,7 +30,7 @@ def test_trial_runs_streams_progress_and_is_idempotent(trainer, base_config, mak
     stub, work_dir = trainer
     overrides = make_overrides(max_steps=4, save_steps=2)
     request = trainer_pb2.StartTrialRequest(trial_id="t-1", config_path=base_config, overrides=overrides,
-                                            labels={"sweep": "s"}, evaluate="never")
+                                            labels={"sweep": "s"}, evaluate="always")
     first = stub.StartTrial(request, timeout=30)
     assert first.state in (trainer_pb2.TRIAL_PENDING, trainer_pb2.TRIAL_RUNNING)
     again = stub.StartTrial(request, timeout=30)  # same id: the same trial, not a second run
@@ -59,6 +59,11 @@ def test_trial_runs_streams_progress_and_is_idempotent(trainer, base_config, mak
     assert trial.state == trainer_pb2.TRIAL_SUCCEEDED and trial.launches == 1 and trial.last_step == 4
     assert trial.stop_reason == "max_steps" and "final.eval_loss" in trial.metrics
     assert json.loads(trial.metrics_json)["stop"]["step"] == 4
+    # After training, the evaluation phase scored the adapter on validation for all three tasks.
+    assert trial.phase == "eval"
+    for task in ("spelling", "position", "count"):
+        assert f"validation.tasks.{task}.n" in trial.metrics and f"validation.tasks.{task}.accuracy" in trial.metrics
+    assert (Path(trial.output_dir) / "validation_eval.json").is_file()
     assert (Path(trial.output_dir) / "final" / "adapter_config.json").is_file()
     assert [t.trial_id for t in stub.ListTrials(trainer_pb2.ListTrialsRequest(), timeout=10).trials] == ["t-1"]
     assert not stub.ListTrials(trainer_pb2.ListTrialsRequest(active_only=True), timeout=10).trials

@@ -46,6 +46,23 @@ def flatten_numbers(data: Any, prefix: str = "") -> dict[str, float]:
     return out
 
 
+TASKS = ("spelling", "position", "count")
+
+
+def accuracy_task(key: str) -> str | None:
+    """The task a flattened metric key is the accuracy of, or None.
+
+    Matches the spellings in use: ``spelling_accuracy``, ``tasks.spelling.accuracy`` (evaluation
+    results), ``accuracy_spelling`` (the trainer's eval events), ``.../spelling/accuracy``.
+    """
+    lowered = key.lower()
+    last = lowered.replace("/", ".").rsplit(".", 1)[-1]
+    for task in TASKS:
+        if last in (f"{task}_accuracy", f"accuracy_{task}") or lowered.endswith((f"{task}.accuracy", f"{task}/accuracy")):
+            return task
+    return None
+
+
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     """``run_dir/metrics.json`` as a dict, or None if the run has not written it (yet)."""
     path = run_dir / "metrics.json"

@@ -31,14 +31,13 @@ from typing import Callable, Iterator
 from spelltransfer.errors import ConfigError
 from spelltransfer.platform import process
 from spelltransfer.platform.errors import NotFoundError, ResourceExhaustedError
-from spelltransfer.platform.events import flatten_numbers, last_step, read_metrics, read_new_lines
+from spelltransfer.platform.events import TASKS, accuracy_task, flatten_numbers, last_step, read_metrics, read_new_lines
 
 log = logging.getLogger(__name__)
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 EVALUATE_MODES = ("auto", "always", "never")
-TASKS = ("spelling", "position", "count")
 TRIAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CANCEL_GRACE_S = 5.0
 EVAL_FILE = "validation_eval.json"
@@ -323,8 +322,8 @@ class TrainerWorker:
             return False
         if record.evaluate == "always":
             return True
-        flat = flatten_numbers(metrics)
-        return not all(any(key.endswith((f"{task}_accuracy", f"{task}.accuracy")) for key in flat) for task in TASKS)
+        found = {accuracy_task(key) for key in flatten_numbers(metrics)}
+        return not all(task in found for task in TASKS)
 
     def _error_message(self, output_dir: Path, trial_id: str, returncode: int, metrics: dict | None) -> str:
         events, _ = read_new_lines(output_dir / "events.jsonl", 0)

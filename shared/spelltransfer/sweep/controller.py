@@ -393,7 +393,8 @@ class SweepController:
 
     def _on_worker_finished(self, stub, dispatch: DispatchRow, sweep: _Sweep, trial: _T.Trial) -> None:
         metrics = dict(trial.metrics)
-        attrs = {"metrics": task_accuracies(metrics), "steps": int(trial.last_step), "stop_reason": trial.stop_reason,
+        accuracies = {f"{task}_accuracy": value for task, value in task_accuracies(metrics).items()}
+        attrs = {"metrics": accuracies, "steps": int(trial.last_step), "stop_reason": trial.stop_reason,
                  "worker": dispatch.worker, "worker_trial_id": dispatch.worker_trial_id, "attempts": dispatch.attempt}
         # Tell Optuna first, then close the dispatch: a crash in between leaves the dispatch
         # active, the restarted controller re-attaches, and the second tell is skipped.
@@ -591,6 +592,17 @@ class SweepController:
         except Exception:
             log.exception("MLflow child run for %s trial %d failed", view.name, trial.number)
 
+    def _sync_child_runs(self, view: SweepView) -> None:
+        """Log a child run for every finished trial that has none (the controller may have died
+        between telling Optuna and logging to MLflow)."""
+        tracker = self._tracker(view.name)
+        if tracker is None or not view.mlflow_run_id:
+            return
+        logged = tracker.logged_trials(view.mlflow_run_id)
+        for trial in view.trials:
+            if trial.state in ("COMPLETE", "PRUNED", "FAIL") and trial.number not in logged:
+                tracker.log_trial(view.mlflow_run_id, view.name, trial)
+
     def _finish_sweep(self, name: str) -> None:
         view = self.get(name)
         self._write_csv(view)
@@ -598,6 +610,7 @@ class SweepController:
             try:
                 tracker = self._tracker(name)
                 if tracker is not None:
+                    self._sync_child_runs(view)
                     tracker.finish_sweep(view.mlflow_run_id, view, Path(view.trials_csv))
             except Exception:
                 log.exception("MLflow parent run for %s could not be closed", name)

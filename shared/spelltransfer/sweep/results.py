@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,12 @@ def resolve_tracking_uri(configured: str | None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_MLFLOW_URI
 
 
+def _mlflow_entities():
+    from mlflow.entities import Metric, Param
+
+    return Metric, Param
+
+
 class SweepTracker:
     """MLflow parent run per sweep, child run per trial."""
 
@@ -83,17 +90,23 @@ class SweepTracker:
             "mlflow.parentRunId": parent_run_id, "spelltransfer.sweep": sweep, "trial.number": str(trial.number),
             "trial.state": trial.state, "trial.stop_reason": trial.stop_reason, "trial.worker": trial.worker})
         run_id = run.info.run_id
-        for key, value in trial.params.items():
-            self.client.log_param(run_id, key, value)
         metrics = {k: v for k, v in trial.metrics.items() if k in ACCURACY_COLUMNS}
         if trial.objective is not None:
             metrics["objective"] = trial.objective
         metrics.update(steps=float(trial.steps), attempts=float(trial.attempts), duration_s=trial.duration_s)
-        for key, value in metrics.items():
-            self.client.log_metric(run_id, key, value)
+        Metric, Param = _mlflow_entities()
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                              params=[Param(k, str(v)) for k, v in trial.params.items()])
         status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(trial.state, "FAILED")
         self.client.set_terminated(run_id, status=status)
         return run_id
+
+    def logged_trials(self, parent_run_id: str) -> set[int]:
+        """Trial numbers that already have a child run under ``parent_run_id``."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                                       max_results=10000)
+        return {int(run.data.tags["trial.number"]) for run in runs if "trial.number" in run.data.tags}
 
     def finish_sweep(self, run_id: str, view: "SweepView", csv_path: Path | None) -> None:
         if view.best_number >= 0:

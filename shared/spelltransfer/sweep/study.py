@@ -13,6 +13,7 @@ from typing import Any
 
 import optuna
 
+from spelltransfer.platform.events import accuracy_task
 from spelltransfer.sweep.spec import SweepSpec
 
 TASKS = ("spelling", "position", "count")
@@ -36,12 +37,13 @@ class _AskTellGridSampler(optuna.samplers.GridSampler):
         return None
 
 
-def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: SweepSpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    seed = spec.seed + seed_offset
     if spec.strategy == "grid":
-        return _AskTellGridSampler(spec.grid(), seed=spec.seed)
+        return _AskTellGridSampler(spec.grid(), seed=seed)
     if spec.strategy == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
-    return optuna.samplers.TPESampler(seed=spec.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
@@ -56,8 +58,14 @@ def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
 
 
 def open_study(spec: SweepSpec, url: str) -> optuna.Study:
-    return optuna.create_study(study_name=spec.name, storage=make_storage(url), sampler=make_sampler(spec),
-                               pruner=make_pruner(spec), direction="maximize", load_if_exists=True)
+    study = optuna.create_study(study_name=spec.name, storage=make_storage(url), sampler=make_sampler(spec),
+                                pruner=make_pruner(spec), direction="maximize", load_if_exists=True)
+    existing = len(study.get_trials(deepcopy=False))
+    if existing:
+        # A reopened study (controller restart) must not replay the seeded sampler from the start,
+        # or it would propose the first trials' parameters again; offset the seed by what was asked.
+        study.sampler = make_sampler(spec, seed_offset=existing)
+    return study
 
 
 def suggest(trial: optuna.trial.Trial, spec: SweepSpec) -> dict[str, Any]:
@@ -76,19 +84,20 @@ def suggest(trial: optuna.trial.Trial, spec: SweepSpec) -> dict[str, Any]:
 def task_accuracies(metrics: dict[str, float]) -> dict[str, float]:
     """Per-task validation accuracy from flattened metrics, whatever the nesting.
 
-    Accepts ``spelling_accuracy``, ``spelling.accuracy``, ``tasks.spelling.accuracy``,
-    ``best.validation.spelling_accuracy`` ...; the full validation evaluation (``validation.``,
+    Accepts every spelling ``accuracy_task`` knows (``best.accuracy_spelling``,
+    ``validation.tasks.spelling.accuracy`` ...); the full validation evaluation (``validation.``,
     written by the worker) wins over the trainer's ``best``, then ``final``, then the rest.
     """
     found: dict[str, tuple[int, float]] = {}
     for key, value in metrics.items():
+        task = accuracy_task(key)
+        if task is None:
+            continue
         lowered = key.lower()
-        for task in TASKS:
-            if lowered.endswith((f"{task}_accuracy", f"{task}.accuracy", f"{task}/accuracy")):
-                rank = (3 if lowered.startswith("validation.") else 2 if lowered.startswith("best")
-                        else 1 if lowered.startswith("final") else 0)
-                if task not in found or rank > found[task][0]:
-                    found[task] = (rank, value)
+        rank = (3 if lowered.startswith("validation.") else 2 if lowered.startswith("best")
+                else 1 if lowered.startswith("final") else 0)
+        if task not in found or rank > found[task][0]:
+            found[task] = (rank, value)
     return {task: value for task, (_, value) in found.items()}
 
 
