@@ -3,7 +3,7 @@
 Both sides decode greedily from the same chat-formatted prompt (``PromptFormat``; vLLM's
 ``/v1/completions`` receives the already formatted text) through the evaluator's engines
 (``spelltransfer.evaluate.generation``): ``HFGenerationEngine`` in this process and
-``OpenAICompletionsEngine`` against the server. Greedy decoding in two different kernels (HF
+``OpenAICompletionsEngine`` against the server, and are scored by the evaluator's ``score``. Greedy decoding in two different kernels (HF
 eager attention vs vLLM's CPU paged attention, fp32 both) can still flip a near-tie, so the check
 is a tolerance, not equality:
 
@@ -23,12 +23,13 @@ from spelltransfer.serving.prompts import study_questions
 
 TOLERANCE_ABS = 0.05
 MIN_AGREEMENT = 0.90
-MAX_NEW_TOKENS = {"spelling": 48, "position": 8, "count": 8}
 
 
-def grade(prediction: str, answer: str) -> bool:
-    """Exact match after trimming whitespace and a final period (the study's canonical answers)."""
-    return prediction.strip().rstrip(".").strip().lower() == answer.strip().lower()
+def grade(question: dict, output: str) -> bool:
+    """The evaluator's own scoring (answer extraction + canonical comparison)."""
+    from spelltransfer.evaluate.evaluator import score
+
+    return score(question, output, 0).correct
 
 
 def compare(questions: list[dict], in_process: list[str], api: list[str]) -> dict:
@@ -36,8 +37,8 @@ def compare(questions: list[dict], in_process: list[str], api: list[str]) -> dic
     for question, local, remote in zip(questions, in_process, api, strict=True):
         figures = by_task.setdefault(question["task"], {"n": 0, "in_process": 0, "api": 0, "agreement": 0})
         figures["n"] += 1
-        figures["in_process"] += grade(local, question["answer"])
-        figures["api"] += grade(remote, question["answer"])
+        figures["in_process"] += grade(question, local)
+        figures["api"] += grade(question, remote)
         figures["agreement"] += local == remote
     for figures in by_task.values():
         for key in ("in_process", "api", "agreement"):
@@ -51,11 +52,12 @@ def evaluate_api_vs_in_process(base_url: str, served: dict[str, Path | None], n:
                                model: str = "smollm2-135m", data_dir: Path | None = None,
                                out_dir: Path | None = None) -> dict:
     """``served``: served name -> adapter folder (None for the base model). Returns the comparison."""
+    from spelltransfer.evaluate.evaluator import token_budget
     from spelltransfer.evaluate.generation import HFGenerationEngine, OpenAICompletionsEngine
 
     questions = study_questions(n, data_dir=data_dir)
     prompts = [q["prompt"] for q in questions]
-    caps = [MAX_NEW_TOKENS.get(q["task"], 16) for q in questions]
+    caps = [token_budget(q) for q in questions]  # the evaluator's per-task budgets
     result = {"n": len(questions), "tolerance": (
         f"greedy, fp32 on both sides, same chat-formatted prompts; pass = |accuracy difference| <= "
         f"{100 * TOLERANCE_ABS:.0f} points per task and identical answers on >= {100 * MIN_AGREEMENT:.0f} % "
