@@ -17,7 +17,7 @@ def test_train_cli_then_eval_cli_on_bundled_model(tiny_data_dir, tmp_path, repo_
     train = subprocess.run(
         [sys.executable, "-m", "spelltransfer.cli", "train", "--config", str(repo_root / "configs/training/config.yaml"),
          "--set", f"training.data_dir={tiny_data_dir}", "--set", "training.max_steps=3", "--set", "training.batch_size=4",
-         "--set", "training.eval_steps=3", "--set", "training.eval_samples=4", "--set", "training.num_threads=2",
+         "--set", "training.eval_steps=3", "--set", "training.eval_samples=4", "--set", "training.num_threads=1",
          "--set", "training.tracking.mlflow.enabled=false", "--set", "training.tracking.wandb.enabled=false",
          "--set", f"training.plot_dir={tmp_path / 'plots'}", "--output-dir", str(run_dir), "--quiet"],
         capture_output=True, text=True, env=env, timeout=600,
@@ -33,7 +33,7 @@ def test_train_cli_then_eval_cli_on_bundled_model(tiny_data_dir, tmp_path, repo_
     out = tmp_path / "eval.json"
     evaluation = subprocess.run(
         [sys.executable, "-m", "spelltransfer.cli", "eval", "--model", "smollm2-135m", "--adapter", str(adapter),
-         "--data", str(tiny_data_dir), "--split", "test", "--limit", "3", "--threads", "2", "--out", str(out), "--no-progress"],
+         "--data", str(tiny_data_dir), "--split", "test", "--limit", "3", "--threads", "1", "--out", str(out), "--no-progress"],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]

@@ -43,7 +43,7 @@ class TrainingConfig(BaseModel):
     max_steps: int = Field(200, ge=1, description="Optimizer steps to train.")
     batch_size: int = Field(16, ge=1, description="Examples per optimizer step (per micro-batch times grad_accum).")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step; batch_size must divide by it.")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="Compute: bf16 autocast or fp32; auto = bf16 on CUDA and on CPU, where it is ~1.4x faster.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="Compute: bf16 autocast or fp32; auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32.")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; null = torch's default.")
     logging_steps: int = Field(1, ge=1, description="Write a step event every N steps.")
     eval_steps: int = Field(25, ge=1, description="Evaluate on the validation sample every N steps.")

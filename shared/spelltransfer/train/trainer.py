@@ -131,10 +131,28 @@ def _load_examples(config: RunConfig):
     return train_records, sample
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: without them bf16 matmuls are emulated and slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto``: bf16 on CUDA and on CPUs with native bf16, else fp32."""
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda") or cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
 def _autocast(device: str, precision: str):
     import torch
 
-    if precision == "fp32":
+    if resolve_precision(precision, device) == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
@@ -176,8 +194,11 @@ class _Evaluator:
         and answer extraction (so it agrees with `spelltransfer eval`); micro-averaged over tasks."""
         from spelltransfer.evaluate import HFGenerationEngine, evaluate_model
 
-        engine = HFGenerationEngine.from_model(self.loaded.model, self.loaded.tokenizer,
-                                               batch_size=self.config.training.eval_batch_size)
+        # Unsloth's inference path returns legacy tuple KV caches, which the engine's shared-prefix
+        # cache cannot copy; without prefix sharing it generates through plain model.generate.
+        engine = HFGenerationEngine(model_name="in-training", batch_size=self.config.training.eval_batch_size,
+                                    share_prefix=self.backend.name != "unsloth",
+                                    model=self.loaded.model, tokenizer=self.loaded.tokenizer)
         result = evaluate_model(engine, self.records, progress=False)
         correct = sum(task.correct for task in result.tasks.values())
         total = sum(task.n for task in result.tasks.values())
@@ -247,6 +268,7 @@ def run_training(config: RunConfig, output_dir: str | Path | None = None, resume
         tracker = build_tracker(training.tracking, training.experiment, output_dir)
         tracker.start(run_name, config.flat(), {"backend": backend.name, "output_dir": str(output_dir.resolve())})
         events.emit("start", steps_done, backend=backend.name, device=device, max_steps=training.max_steps,
+                    precision=resolve_precision(training.precision, device),
                     train_examples=len(train_examples), eval_examples=len(eval_examples),
                     trainable_params=trainable, resumed_from=resumed_from, output_dir=str(output_dir))
 

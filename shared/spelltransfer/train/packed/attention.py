@@ -36,12 +36,18 @@ def varlen_available(device) -> bool:
     return device.type == "cuda" and _varlen_fn() is not None and _probe_varlen(str(device))
 
 
+def varlen_supports_empty(device) -> bool:
+    """Zero-length sequences in ``cu_seqlens`` work (the CUDA-graph layout pads with them)."""
+    device = torch.device(device)
+    return varlen_available(device) and _probe_varlen(str(device), True)
+
+
 @functools.lru_cache(maxsize=None)
-def _probe_varlen(device: str) -> bool:
+def _probe_varlen(device: str, with_empty: bool = False) -> bool:
     try:
         generator = torch.Generator(device="cpu").manual_seed(0)
         q, k, v = (torch.randn(12, 2, 64, generator=generator).to(device, torch.bfloat16).requires_grad_() for _ in range(3))
-        cu = torch.tensor([0, 5, 12], dtype=torch.int32, device=device)
+        cu = torch.tensor([0, 5, 12] + ([12, 12] if with_empty else []), dtype=torch.int32, device=device)
         out = _call_varlen(q, k, v, cu, 7, 0.125)
         out = out[0] if isinstance(out, tuple) else out
         out.float().square().sum().backward()

@@ -81,16 +81,19 @@ def plan_step(batches: dict[int, list[list[PreparedExample]]]) -> list[Sequence]
     return sequences
 
 
-def cut_chunks(sequences: list[Sequence], max_tokens: int) -> list[list[Sequence]]:
-    """Consecutive runs of sequences of at most ``max_tokens`` tokens (one sequence never splits)."""
-    chunks, current, size = [], [], 0
+def cut_chunks(sequences: list[Sequence], max_tokens: int, max_scored: int | None = None,
+               max_seqs: int | None = None) -> list[list[Sequence]]:
+    """Consecutive runs of sequences within the limits (one sequence never splits)."""
+    chunks, current, size, scored = [], [], 0, 0
     for seq in sequences:
-        length = len(seq.example.ids)
-        if current and size + length > max_tokens:
+        length, answer = len(seq.example.ids), seq.example.n_answer
+        if current and (size + length > max_tokens or (max_scored is not None and scored + answer > max_scored)
+                        or (max_seqs is not None and len(current) >= max_seqs)):
             chunks.append(current)
-            current, size = [], 0
+            current, size, scored = [], 0, 0
         current.append(seq)
         size += length
+        scored += answer
     if current:
         chunks.append(current)
     return chunks

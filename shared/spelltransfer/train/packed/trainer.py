@@ -67,7 +67,8 @@ class PackedTrainer:
                  scheduler: SchedulerConfig | None = None, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  target_modules: list[str] | None = None, max_seq_length: int = 128, max_chunk_tokens: int = 32768,
                  layout: str = "auto", kernel: str = "auto", base_model_path: str = "",
-                 prepared: list[PreparedExample] | None = None):
+                 prepared: list[PreparedExample] | None = None, cuda_graphs: bool | str = "auto",
+                 max_scored_fraction: float = 0.3):
         if not trials:
             raise ConfigError("trials: need at least one trial")
         ids = [t.trial_id for t in trials]
@@ -102,9 +103,29 @@ class PackedTrainer:
             attention.set_attention(model, attention.ATTENTION_NAME)
         else:
             attention.set_attention(model, "sdpa")
+        self.max_seq_length = max_seq_length
+        self.max_scored = int(max_chunk_tokens * max_scored_fraction)
+        graphs_possible = (layout == "varlen" and self.kernel == "grouped" and device.type == "cuda"
+                           and attention.varlen_supports_empty(device))
+        if cuda_graphs == "auto":
+            cuda_graphs = graphs_possible
+        elif cuda_graphs and not graphs_possible:
+            raise ConfigError("cuda_graphs: needs CUDA, the varlen layout and the grouped kernel")
+        self.cuda_graphs = bool(cuda_graphs)
+        self._graph_runner = None
         self.step_index = 0
         self.history = PackedHistory(losses=[[] for _ in trials])
         self._pending: list[torch.Tensor] = []   # per-step loss vectors not yet copied to the host
+
+    def _graphs(self):
+        """The CUDA-graph runner, created on first use when enabled (see graphs.py)."""
+        if not self.cuda_graphs:
+            return None
+        if self._graph_runner is None:
+            from spelltransfer.train.packed.graphs import GraphedChunks
+
+            self._graph_runner = GraphedChunks(self, self.max_chunk_tokens, self.max_scored, self.max_seq_length)
+        return self._graph_runner
 
     @property
     def kernel(self) -> str:
@@ -128,25 +149,28 @@ class PackedTrainer:
             batches[k] = [[self.examples[i] for i in indices[j:j + micro]] for j in range(0, len(indices), micro)]
         return batches
 
-    def _forward_loss(self, chunk) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weighted answer loss of one chunk (summed over trials) and its per-trial parts."""
-        dev = self.device
-        move = lambda t: _to_device(t, dev) if t is not None else None  # noqa: E731
-        input_ids = move(chunk.input_ids)
-        predict_at, targets, weights, trial_of = (move(t) for t in (chunk.predict_at, chunk.targets, chunk.weights, chunk.trial_of))
-        self.routing.set_token_ends(chunk.token_ends, move(torch.tensor(chunk.token_ends, dtype=torch.int32)))
+    def loss_on_device(self, input_ids, position_ids, attention_mask, cu, max_len, predict_at, targets, weights, trial_of):
+        """Weighted answer loss of one chunk (summed over trials) and its per-trial parts [K]."""
         body = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
-        if self.layout == "varlen":
-            cu = move(chunk.cu_seqlens)
-            out = body(input_ids=input_ids, position_ids=move(chunk.position_ids), use_cache=False,
-                       cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=chunk.max_len, max_length_k=chunk.max_len)
+        if cu is not None:
+            out = body(input_ids=input_ids, position_ids=position_ids, use_cache=False,
+                       cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=max_len, max_length_k=max_len)
         else:
-            out = body(input_ids=input_ids, attention_mask=move(chunk.attention_mask), use_cache=False)
+            out = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
         logits = self.model.get_output_embeddings()(hidden.index_select(0, predict_at)).float()
         token_loss = F.cross_entropy(logits, targets, reduction="none") * weights
-        per_trial = torch.zeros(len(self.trials), dtype=torch.float32, device=dev).index_add_(0, trial_of, token_loss.detach())
+        per_trial = torch.zeros(len(self.trials), dtype=torch.float32, device=token_loss.device)
+        per_trial.index_add_(0, trial_of, token_loss.detach())
         return token_loss.sum(), per_trial
+
+    def _forward_loss(self, chunk) -> tuple[torch.Tensor, torch.Tensor]:
+        dev = self.device
+        move = lambda t: _to_device(t, dev) if t is not None else None  # noqa: E731
+        self.routing.set_token_ends(chunk.token_ends, move(torch.tensor(chunk.token_ends, dtype=torch.int32)))
+        return self.loss_on_device(move(chunk.input_ids), move(chunk.position_ids), move(chunk.attention_mask),
+                                   move(chunk.cu_seqlens), chunk.max_len, move(chunk.predict_at), move(chunk.targets),
+                                   move(chunk.weights), move(chunk.trial_of))
 
     def step(self) -> StepStats:
         """One optimizer step of every active trial."""
@@ -158,7 +182,23 @@ class PackedTrainer:
         sequences = plan_step(self._step_batches())
         step_loss = torch.zeros(len(self.trials), dtype=torch.float32, device=self.device)
         tokens = padded = scored = 0
-        for part in cut_chunks(sequences, self.max_chunk_tokens):
+        graphs = self._graphs()
+        for part in cut_chunks(sequences, self.max_chunk_tokens, **(graphs.limits() if graphs else {})):
+            if graphs is not None:
+                try:
+                    n_real, n_scored = graphs.load(part)
+                    step_loss += graphs.run()
+                    tokens += n_real
+                    padded += graphs.n_tokens
+                    scored += n_scored
+                    continue
+                except Exception as error:  # noqa: BLE001
+                    if graphs.graph is not None:
+                        raise  # a replay failing is a real error
+                    log.warning("CUDA graph capture failed (%s: %s); training on without graphs", type(error).__name__, error)
+                    self.cuda_graphs, self._graph_runner, graphs = False, None, None
+                    torch.cuda.synchronize()
+                    torch.cuda.empty_cache()
             chunk = build_chunk(part, len(self.trials), self.layout, self.pad_id)
             loss, per_trial = self._forward_loss(chunk)
             loss.backward()
