@@ -43,7 +43,9 @@ def model_flops(model) -> dict:
 
     body = head = 0
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in TARGETS:
+        parts = name.split(".")
+        # the base linear, also when wrapped (PEFT: q_proj.base_layer, packed: q_proj.base); not lora_A/B
+        if isinstance(module, torch.nn.Linear) and any(p in TARGETS for p in parts) and not any(p.startswith("lora_") for p in parts):
             body += module.in_features * module.out_features
     head_module = model.get_output_embeddings()
     head = head_module.weight.shape[0] * head_module.weight.shape[1]

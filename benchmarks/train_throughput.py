@@ -124,15 +124,18 @@ def _packed(args) -> None:
     prepared = prepare_examples(train[:4000], tokenizer)
     configs = []
     for spec in args.packed_configs.split(","):
+        spec, _, chunk = spec.partition("@")
+        spec, _, mode = spec.partition(":")
         k, b = spec.split("x")
-        configs.append({"trials": int(k), "batch": int(b), "layout": "auto", "kernel": "auto"})
-    configs += [] if args.no_extra else [{"trials": 64, "batch": 16, "layout": "padded", "kernel": "auto"},
-                {"trials": 8, "batch": 16, "layout": "auto", "kernel": "loop"},
-                {"trials": 64, "batch": "grid", "layout": "auto", "kernel": "auto"}]
+        configs.append({"trials": int(k), "batch": b if b == "grid" else int(b), "mode": mode or "graphs",
+                        "chunk_tokens": int(chunk or args.chunk_tokens)})
+    check = _graph_check(args, train, tokenizer, path, prepared) if args.graph_check else None
+    if check is not None:
+        print(json.dumps({"graph_check": check}), flush=True)
+        common.append_jsonl(args.rows, {"backend": "graph-check", "batch": "-", **check})
     for cfg in configs:
-        row = {"backend": "packed", "device": common.device_name(), **cfg, "chunk_tokens": args.chunk_tokens}
-        if cfg["layout"] != "auto" or cfg["kernel"] != "auto":
-            row["backend"] = f"packed-{cfg['layout'] if cfg['layout'] != 'auto' else cfg['kernel']}"
+        mode = cfg["mode"]
+        row = {"backend": "packed" if mode == "graphs" else f"packed-{mode}", "device": common.device_name(), **cfg}
         trainer = model = None
         try:
             common.reset_peak()
@@ -142,13 +145,17 @@ def _packed(args) -> None:
             else:
                 trials = [TrialSpec(trial_id=f"t{i}", seed=i + 1, r=args.r, alpha=2 * args.r, lr=2e-4,
                                     batch_size=cfg["batch"], max_steps=10**6) for i in range(cfg["trials"])]
-            trainer = PackedTrainer(model, tokenizer, train[:4000], trials, layout=cfg["layout"], kernel=cfg["kernel"],
-                                    max_chunk_tokens=args.chunk_tokens, base_model_path=path, prepared=prepared)
-            row.update(layout_used=trainer.layout, kernel_used=trainer.kernel, r_max=trainer.weights.r_max)
-            steps = max(2, args.steps // 2) if cfg["trials"] >= 64 else args.steps
-            for _ in range(args.warmup):
-                trainer.step()
-            common.sync()
+            trainer = PackedTrainer(model, tokenizer, train[:4000], trials, max_chunk_tokens=cfg["chunk_tokens"],
+                                    base_model_path=path, prepared=prepared,
+                                    layout="padded" if mode == "padded" else "auto", kernel="loop" if mode == "loop" else "auto",
+                                    cuda_graphs=mode == "graphs")
+            row.update(layout_used=trainer.layout, kernel_used=trainer.kernel, r_max=trainer.weights.r_max,
+                       cuda_graphs=trainer.cuda_graphs)
+            steps = args.steps if cfg["batch"] != "grid" else max(3, args.steps // 2)
+            with common.Timer() as warm:
+                for _ in range(args.warmup):
+                    trainer.step()
+            row["warmup_s"] = warm.seconds
             start_index = len(trainer.history.steps)
             with common.Timer() as timer:
                 for _ in range(steps):
@@ -181,13 +188,41 @@ def _packed(args) -> None:
         common.append_jsonl(args.rows, row)
 
 
+def _graph_check(args, train, tokenizer, path, prepared) -> dict:
+    """The same 8 trials for 4 steps eager and graphed: per-trial losses must agree (bf16 noise)."""
+    import torch
+
+    from spelltransfer.models import load_model
+    from spelltransfer.train.packed import PackedTrainer, sample_seed_grid
+
+    trials = sample_seed_grid(8, seed=1)
+    losses = {}
+    for graphs in (False, True):
+        try:
+            model = load_model(args.model, dtype="auto", device=args.device)
+            trainer = PackedTrainer(model, tokenizer, train[:4000], trials, max_chunk_tokens=8192, base_model_path=path,
+                                    prepared=prepared, cuda_graphs=graphs)
+            trainer.train(max_packed_steps=4)
+            losses[graphs] = trainer.history.losses
+        except Exception as error:
+            import traceback
+
+            traceback.print_exc()
+            return {"error": f"graphs={graphs}: {type(error).__name__}: {str(error)[:300]}"}
+        finally:
+            torch.cuda.empty_cache()
+    diffs = [abs(a - b) / max(abs(b), 1e-6) for la, lb in zip(losses[True], losses[False]) for a, b in zip(la, lb)]
+    return {"max_rel_loss_diff": max(diffs), "loss_step4_eager": [h[-1] for h in losses[False]],
+            "loss_step4_graphs": [h[-1] for h in losses[True]]}
+
+
 def _summarise(rows_path: Path, out_dir: Path) -> list[dict]:
     rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
     hf = {r["batch"]: r["tokens_per_s"] for r in rows if r.get("backend") == "hf" and "tokens_per_s" in r}
     for r in rows:
         if "tokens_per_s" in r and r.get("batch") in hf:
             r["ratio_to_hf"] = r["tokens_per_s"] / hf[r["batch"]]
-    fields = ["backend", "trials", "batch", "layout_used", "kernel_used", "step_s", "tokens_per_s", "ratio_to_hf",
+    fields = ["backend", "trials", "batch", "chunk_tokens", "cuda_graphs", "layout_used", "kernel_used", "step_s", "tokens_per_s", "ratio_to_hf",
               "mfu_nominal", "mfu_executed", "padded_fraction", "peak_gb", "device", "error"]
     with open(out_dir / ".train_throughput.csv.tmp", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
@@ -216,8 +251,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="results/benchmarks")
     parser.add_argument("--backends", default="hf,unsloth,packed")
     parser.add_argument("--batch-sizes", default="4,8,16,32,64,128,256")
-    parser.add_argument("--packed-configs", default="1x32,8x4,8x32,64x4,64x8,64x16,64x32",
-                        help="packed runs as TRIALSxBATCH, comma-separated")
+    parser.add_argument("--packed-configs", default="1x32,8x32,64x4,64x16,64x32,64xgrid,64xgrid@65536,64xgrid:eager",
+                        help="packed runs as TRIALSxBATCH[:eager|padded|loop][@CHUNK_TOKENS], comma-separated")
+    parser.add_argument("--graph-check", action="store_true", help="first compare graphed and eager losses")
     parser.add_argument("--chunk-tokens", type=int, default=32768)
     parser.add_argument("--r", type=int, default=16)
     parser.add_argument("--device", default="cuda")
