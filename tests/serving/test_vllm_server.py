@@ -82,7 +82,7 @@ def test_malformed_json_is_a_400_and_the_server_stays_up(server):
 def test_same_answers_through_the_api_as_in_process(server, adapter, results_dir):
     from spelltransfer.serving.api_eval import MIN_AGREEMENT, TOLERANCE_ABS, evaluate_api_vs_in_process
 
-    result = evaluate_api_vs_in_process(server.base_url, {"base": None, "tuned": adapter}, n=24, out_dir=results_dir)
+    result = evaluate_api_vs_in_process(server.base_url, {"base": None, "tuned": adapter}, n=9, out_dir=results_dir)
     print(json.dumps(result["models"], indent=1))
     for name, tasks in result["models"].items():
         for task, figures in tasks.items():
