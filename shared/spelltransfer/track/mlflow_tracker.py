@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -60,10 +61,29 @@ class MlflowTracker:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         path = Path(path)
+        outbox = self._outbox()
+        if outbox is not None:
+            # Copied now; uploaded, verified and cleaned in the background (survives S3/MLflow outages).
+            outbox.submit(path, self.run_id, artifact_path or (path.name if path.is_dir() else None))
+            return
         if path.is_dir():
             self.client.log_artifacts(self.run_id, str(path), artifact_path or path.name)
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def _outbox(self):
+        """The registry's shared outbox for remote tracking servers (None for local stores)."""
+        from spelltransfer.registry.outbox import outbox_for
+
+        return outbox_for(self.uri)
+
     def finish(self, status: str) -> None:
+        outbox = self._outbox()
+        if outbox is not None:
+            from spelltransfer.registry.outbox import flush_timeout_s
+
+            if not outbox.flush(flush_timeout_s(), run_id=self.run_id):
+                logging.getLogger(__name__).warning(
+                    "run %s: artifacts still queued in %s; they upload later (`spelltransfer registry outbox drain`)",
+                    self.run_id, outbox.root)
         self.client.set_terminated(self.run_id, status=status)
