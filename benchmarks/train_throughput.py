@@ -236,6 +236,9 @@ def _summarise(rows_path: Path, out_dir: Path) -> list[dict]:
 def _print_table(rows: list[dict]) -> None:
     print(f"{'backend':16} {'K':>3} {'batch':>5} {'step s':>8} {'tok/s':>10} {'x hf':>6} {'MFU nom':>7} {'MFU exe':>7} {'pad':>5} {'GB':>6}")
     for r in rows:
+        if "step_s" not in r:
+            print(f"{r['backend']:16} {json.dumps({k: v for k, v in r.items() if k != 'backend'})[:110]}")
+            continue
         if "error" in r:
             print(f"{r['backend']:16} {r.get('trials', 1):>3} {str(r['batch']):>5}  ERROR {r['error'][:80]}")
             continue
