@@ -79,7 +79,8 @@ def test_init_matches_peft(tiny_model_path):
 @pytest.mark.parametrize("layout", ["varlen", "padded"])
 def test_packed_trial_equals_alone(tiny_model_path, packed, layout):
     """Each trial's loss at every step, packed with others, equals the trial trained alone."""
-    for k, trial in enumerate(TRIALS):
+    # varlen (the GPU layout) for every trial; padded for the trial that exercises the most
+    for k, trial in enumerate(TRIALS) if layout == "varlen" else [(1, TRIALS[1])]:
         alone = train_packed(tiny_model_path, [trial], layout=layout, max_chunk_tokens=200)
         assert len(packed.history.losses[k]) == trial.max_steps
         got, want = packed.history.losses[k], alone.history.losses[0]
