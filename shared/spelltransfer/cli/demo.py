@@ -90,7 +90,9 @@ def demo(
 
         console.print(Rule("sweep through the local gRPC services"))
         began = time.monotonic()
-        run_local_sweep(sweep_spec, n_workers=workers, work_dir=out / "sweep", console=console)
+        run_local_sweep(sweep_spec, n_workers=workers, work_dir=out / "sweep", console=console,
+                        overrides=[f"training.data_dir={data_dir.resolve()}", f"model.name={model}",
+                                   f"training.plot_dir={(out / 'sweep' / 'plots').resolve()}"])
         stage("sweep", began)
 
     timings["total"] = round(time.monotonic() - started, 1)
