@@ -27,7 +27,8 @@ def trial_message(record: TrialRecord) -> trainer_pb2.Trial:
         last_step=record.last_step, metrics=record.metrics, stop_reason=record.stop_reason, error=record.error,
         launches=record.launches, created_at=record.created_at, updated_at=record.updated_at,
         config_path=record.config_path, overrides=record.overrides, labels=record.labels,
-        metrics_json=record.metrics_json, phase=record.phase)
+        metrics_json=record.metrics_json, phase=record.phase,
+        tracking_run_ids=record.tracking_run_ids)
 
 
 def event_message(trial_id: str, line: int, event: dict) -> trainer_pb2.TrialEvent:

@@ -36,6 +36,8 @@ def spec_with(**changes):
     ({"pruner": {"kind": "asha", "reduction_factor": 1}}, "pruner.reduction_factor"),
     ({"max_retries": -1}, "max_retries"),
     ({"storage": "redis://x"}, "storage"),
+    ({"registry": {"enabled": True}, "mlflow": {"enabled": False}}, "registry.enabled"),
+    ({"registry": {"mode": "best"}}, "registry.mode"),
     ({"unknown_key": 1}, "unknown_key"),
 ])
 def test_bad_values_name_their_field(changes, field):

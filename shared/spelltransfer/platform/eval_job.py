@@ -7,7 +7,9 @@ cancel can stop it as a process group. This is a thin wrapper over
 the result file is the same ``{"tasks": {task: {"accuracy", "ci95", "n", ...}}}``.
 
 ``--run-dir DIR`` takes the model, data folder, tasks and items per task from a training run's
-resolved ``DIR/config.yaml`` and evaluates ``DIR/final`` on the validation split.
+resolved ``DIR/config.yaml`` and evaluates ``DIR/final`` on the validation split. When that config
+enables W&B, the per-task accuracies and a table of (at most ``WANDB_TABLE_ROWS``) predictions go
+to a W&B run ``<run>-validation`` (offline by default; grouped by the worker's ``WANDB_RUN_GROUP``).
 Exit codes: 0 done, 2 bad input (message on stderr), anything else a crash.
 """
 
@@ -19,11 +21,18 @@ from pathlib import Path
 
 from spelltransfer.errors import SpellTransferError
 
+WANDB_TABLE_ROWS = 200
+PREDICTION_COLUMNS = ("task", "word", "prompt", "gold", "output", "extracted", "correct")
 
-def _from_run_dir(run_dir: Path) -> dict:
+
+def _run_config(run_dir: Path) -> dict:
     import yaml
 
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return yaml.safe_load((run_dir / "config.yaml").read_text())
+
+
+def _from_run_dir(run_dir: Path) -> dict:
+    config = _run_config(run_dir)
     transfer = config.get("transfer") or {}
     return {"model": str(config["model"]["name"]), "adapter": str(run_dir / "final"),
             "data": str(config["training"]["data_dir"]), "split": "validation",
@@ -32,12 +41,44 @@ def _from_run_dir(run_dir: Path) -> dict:
             "batch_size": int(config["training"].get("eval_batch_size") or 32)}
 
 
+def log_to_wandb(run_dir: Path, result) -> str | None:
+    """Log ``result`` (an ``EvalResult``) to W&B when the run's config enables it; returns the W&B run id.
+
+    A W&B failure is a warning: the evaluation result on disk is what the worker reports.
+    """
+    import logging
+
+    from spelltransfer.track.config import WandbConfig
+    from spelltransfer.track.wandb_tracker import WandbTracker
+
+    tracking = (_run_config(run_dir).get("training") or {}).get("tracking") or {}
+    config = WandbConfig(**(tracking.get("wandb") or {}))
+    if not config.enabled:
+        return None
+    tracker = WandbTracker(config, run_dir)
+    try:
+        run_id = tracker.start(f"{run_dir.name}-validation", {"run_dir": str(run_dir), "split": "validation"},
+                               {"phase": "validation"}, None)
+        metrics = {}
+        for task, task_metrics in result.tasks.items():
+            metrics[f"validation/{task}_accuracy"] = task_metrics.accuracy
+            metrics[f"validation/{task}_n"] = task_metrics.n
+        tracker.log_metrics(metrics, step=0)
+        rows = [[getattr(p, column) for column in PREDICTION_COLUMNS] for p in result.predictions[:WANDB_TABLE_ROWS]]
+        tracker.log_table("validation/predictions", list(PREDICTION_COLUMNS), rows, step=0)
+        tracker.finish("FINISHED")
+        return run_id
+    except Exception as error:  # noqa: BLE001 - tracking never fails an evaluation
+        logging.getLogger(__name__).warning("W&B logging of %s failed: %s", run_dir, error)
+        return None
+
+
 def run(model: str, adapter: str | None, data: str, split: str, out: str, tasks: list[str] | None = None,
-        limit: int | None = None, batch_size: int = 32) -> None:
+        limit: int | None = None, batch_size: int = 32):
     from spelltransfer.data import load_split
     from spelltransfer.evaluate.evaluator import evaluate_model
 
-    evaluate_model(model, load_split(data, split), adapter=adapter or None, tasks=tasks, limit=limit or None,
+    return evaluate_model(model, load_split(data, split), adapter=adapter or None, tasks=tasks, limit=limit or None,
                    batch_size=batch_size, out=out, data=data, split=split, progress=False)
 
 
@@ -62,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             job = {"model": args.model, "adapter": args.adapter, "data": args.data, "split": args.split,
                    "tasks": [t for t in args.tasks.split(",") if t] or None, "limit": args.limit,
                    "batch_size": args.batch_size}
-        run(out=args.out, **job)
+        result = run(out=args.out, **job)
+        if args.run_dir is not None:
+            log_to_wandb(args.run_dir, result)
     except SpellTransferError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -41,6 +41,8 @@ EVALUATE_MODES = ("auto", "always", "never")
 TRIAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CANCEL_GRACE_S = 5.0
 EVAL_FILE = "validation_eval.json"
+TRACKING_FILE = "tracking.json"  # written by spelltransfer.track.CompositeTracker
+SWEEP_JOB_TYPES = {"train": "train", "eval": "validation"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
@@ -78,6 +80,12 @@ class TrialRecord:
     @property
     def metrics(self) -> dict[str, float]:
         return flatten_numbers(json.loads(self.metrics_json)) if self.metrics_json else {}
+
+    @property
+    def tracking_run_ids(self) -> dict[str, str]:
+        """The trainer's tracker run ids (``{"mlflow": ..., "wandb": ...}``) from ``tracking.json``."""
+        ids = _read_json(Path(self.output_dir) / TRACKING_FILE) or {}
+        return {str(k): str(v) for k, v in ids.items() if isinstance(v, str) and v}
 
 
 @dataclass
@@ -265,7 +273,7 @@ class TrainerWorker:
         else:
             resume = any((output_dir / "checkpoints").glob("step-*"))
             argv = self._train_command(record.config_path, record.overrides, str(output_dir), resume)
-        popen = process.spawn(argv, output_dir.parent / f"{record.trial_id}.log")
+        popen = process.spawn(argv, output_dir.parent / f"{record.trial_id}.log", env=_child_env(record))
         self._children[record.trial_id] = _Child(popen)
         launches = record.launches + (0 if record.phase == "eval" else 1)  # counts training processes only
         self._update(record.trial_id, state=RUNNING, pgid=popen.pid, launches=launches)
@@ -369,6 +377,16 @@ class TrainerWorker:
         data["labels"] = json.loads(data["labels"])
         data["cancel_requested"] = bool(data["cancel_requested"])
         return TrialRecord(**data)
+
+
+def _child_env(record: TrialRecord) -> dict[str, str]:
+    """The worker's environment, plus W&B's grouping: runs of one sweep share ``WANDB_RUN_GROUP``."""
+    env = dict(os.environ)
+    sweep = record.labels.get("sweep")
+    if sweep:
+        env["WANDB_RUN_GROUP"] = sweep
+        env["WANDB_JOB_TYPE"] = SWEEP_JOB_TYPES.get(record.phase, record.phase)
+    return env
 
 
 def _read_json(path: Path) -> dict | None:

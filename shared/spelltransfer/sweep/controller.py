@@ -61,6 +61,8 @@ class TrialView:
     stop_reason: str
     error: str
     duration_s: float
+    train_run_id: str = ""  # the trainer's MLflow run (holds the adapter)
+    wandb_run_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -281,6 +283,7 @@ class SweepController:
             trials = sweep.study.get_trials(deepcopy=False)
         if len(trials) < sweep.spec.trial_count() or any(t.state not in FINISHED for t in trials):
             return
+        self._register_champion(name)  # before COMPLETED: a watcher may stop the platform right after
         self.store.update_sweep(name, state="COMPLETED", finished_at=time.time())
         self._event(name, "sweep_finished", -1, "COMPLETED")
         self._finish_sweep(name)
@@ -395,7 +398,9 @@ class SweepController:
         metrics = dict(trial.metrics)
         accuracies = {f"{task}_accuracy": value for task, value in task_accuracies(metrics).items()}
         attrs = {"metrics": accuracies, "steps": int(trial.last_step), "stop_reason": trial.stop_reason,
-                 "worker": dispatch.worker, "worker_trial_id": dispatch.worker_trial_id, "attempts": dispatch.attempt}
+                 "worker": dispatch.worker, "worker_trial_id": dispatch.worker_trial_id, "attempts": dispatch.attempt,
+                 "train_run_id": trial.tracking_run_ids.get("mlflow", ""),
+                 "wandb_run_id": trial.tracking_run_ids.get("wandb", "")}
         # Tell Optuna first, then close the dispatch: a crash in between leaves the dispatch
         # active, the restarted controller re-attaches, and the second tell is skipped.
         if trial.state == _T.TRIAL_SUCCEEDED:
@@ -527,6 +532,7 @@ class SweepController:
             objective=frozen.value if frozen.state == optuna.trial.TrialState.COMPLETE else None,
             metrics=dict(attrs.get("metrics", {})), steps=int(attrs.get("steps", 0)),
             stop_reason=str(attrs.get("stop_reason", "")),
+            train_run_id=str(attrs.get("train_run_id", "")), wandb_run_id=str(attrs.get("wandb_run_id", "")),
             error=str(attrs.get("error", last.error if last and frozen.state != optuna.trial.TrialState.COMPLETE else "")),
             duration_s=max(0.0, end - start))
 
@@ -614,6 +620,29 @@ class SweepController:
                     tracker.finish_sweep(view.mlflow_run_id, view, Path(view.trials_csv))
             except Exception:
                 log.exception("MLflow parent run for %s could not be closed", name)
+
+    def _register_champion(self, name: str) -> None:
+        """``registry.enabled``: the best trial's adapter becomes ``model_name@alias`` (the registry's
+        own ``register_best_trial``, reading the child runs); a failure is an event, not a failed sweep."""
+        spec = self._open(name).spec
+        view = self.get(name)
+        if not spec.registry.enabled or view.best_number < 0:
+            return
+        try:
+            if not view.mlflow_run_id:
+                raise RuntimeError("the sweep has no MLflow parent run (see the controller log)")
+            self._sync_child_runs(view)
+            from spelltransfer.registry.model_registry import register_best_trial
+
+            registered = register_best_trial(
+                results.resolve_tracking_uri(spec.mlflow.tracking_uri), view.mlflow_run_id, spec.registry.model_name,
+                metric=spec.registry.metric, mode=spec.registry.mode, alias=spec.registry.alias)
+            self._event(name, "champion_registered", view.best_number,
+                        f"{registered.name}@{spec.registry.alias} = version {registered.version} "
+                        f"(run {registered.run_id}, {registered.metric}={registered.value:.4g})")
+        except Exception as error:
+            log.exception("registering the champion of %s failed", name)
+            self._event(name, "champion_failed", -1, f"registry: {error}"[:500])
 
 
 def _format(value) -> str:

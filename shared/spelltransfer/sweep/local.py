@@ -142,7 +142,8 @@ def run_local_sweep(spec_path: str | Path, n_workers: int = 2, slots: int = 1, w
         final = sweep
         for event in client.watch(sweep.name):
             final = event.sweep
-            if event.kind in ("trial_started", "trial_finished", "trial_retry", "trial_pruned", "trial_rejected"):
+            if event.kind in ("trial_started", "trial_finished", "trial_retry", "trial_pruned", "trial_rejected",
+                              "champion_registered", "champion_failed"):
                 number = f" #{event.trial_number}" if event.trial_number >= 0 else ""
                 console.print(f"[dim]{time.monotonic() - started:6.0f}s[/] {event.kind}{number} {event.message}",
                               highlight=False)

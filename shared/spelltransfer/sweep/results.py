@@ -86,9 +86,15 @@ class SweepTracker:
         return run.info.run_id
 
     def log_trial(self, parent_run_id: str, sweep: str, trial: "TrialView") -> str:
-        run = self.client.create_run(self.experiment_id, run_name=f"{sweep}-trial-{trial.number}", tags={
-            "mlflow.parentRunId": parent_run_id, "spelltransfer.sweep": sweep, "trial.number": str(trial.number),
-            "trial.state": trial.state, "trial.stop_reason": trial.stop_reason, "trial.worker": trial.worker})
+        from spelltransfer.registry.model_registry import TRAIN_RUN_TAG
+
+        tags = {"mlflow.parentRunId": parent_run_id, "spelltransfer.sweep": sweep, "trial.number": str(trial.number),
+                "trial.state": trial.state, "trial.stop_reason": trial.stop_reason, "trial.worker": trial.worker}
+        if trial.train_run_id:  # the trainer's own run, which holds the adapter (the registry follows this tag)
+            tags[TRAIN_RUN_TAG] = trial.train_run_id
+        if trial.wandb_run_id:
+            tags["spelltransfer.wandb_run_id"] = trial.wandb_run_id
+        run = self.client.create_run(self.experiment_id, run_name=f"{sweep}-trial-{trial.number}", tags=tags)
         run_id = run.info.run_id
         metrics = {k: v for k, v in trial.metrics.items() if k in ACCURACY_COLUMNS}
         if trial.objective is not None:

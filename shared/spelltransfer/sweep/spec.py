@@ -121,6 +121,18 @@ class MlflowSpec(BaseModel):
     experiment: str | None = Field(None, description="null = sweeps/<name>.")
 
 
+class RegistrySpec(BaseModel):
+    """Register the best trial's adapter in the MLflow Model Registry when the sweep completes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="Register NAME@alias at the end (needs mlflow.enabled and an MLflow server).")
+    model_name: str = Field("spelling-lora", min_length=1, description="Registered model name.")
+    metric: str = Field("objective", min_length=1, description="Trial-row metric that picks the best trial.")
+    mode: Literal["max", "min"] = Field("max", description="Best = highest (max) or lowest (min) metric.")
+    alias: str = Field("champion", min_length=1, description="Alias moved to the new version.")
+
+
 class SweepSpec(BaseModel):
     """A whole sweep; immutable once validated."""
 
@@ -146,6 +158,7 @@ class SweepSpec(BaseModel):
     storage: str | None = Field(None, description="Optuna RDB URL (sqlite:///..., postgresql://...); null = SQLite in the controller's state dir.")
     results_dir: str = Field("results", min_length=1, description="trials.csv goes to RESULTS_DIR/metrics/<name>/.")
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec, description="MLflow parent/child runs.")
+    registry: RegistrySpec = Field(default_factory=RegistrySpec, description="Model Registry: the champion.")
 
     @model_validator(mode="after")
     def _check(self) -> "SweepSpec":
@@ -155,6 +168,8 @@ class SweepSpec(BaseModel):
         for assignment in self.overrides:
             if "=" not in assignment:
                 raise ValueError(f"overrides: {assignment!r} is not key=value")
+        if self.registry.enabled and not self.mlflow.enabled:
+            raise ValueError("registry.enabled: needs mlflow.enabled (the champion is picked from the MLflow trial runs)")
         if self.storage and not self.storage.startswith(("sqlite:///", "postgresql", "mysql")):
             raise ValueError(f"storage: expected sqlite:///PATH or postgresql://... (got {self.storage!r})")
         return self

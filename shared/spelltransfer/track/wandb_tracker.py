@@ -31,6 +31,12 @@ class WandbTracker:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(dict(metrics), step=step)
 
+    def log_table(self, key: str, columns: list[str], rows: list[list], step: int | None = None) -> None:
+        """A ``wandb.Table`` (e.g. eval predictions), shown beside the run's charts."""
+        import wandb
+
+        self.run.log({key: wandb.Table(columns=list(columns), data=[list(row) for row in rows])}, step=step)
+
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         import wandb
 
