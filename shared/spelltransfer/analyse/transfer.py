@@ -16,6 +16,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from spelltransfer.atomic import write_text_atomic
 from spelltransfer.errors import DataError
 from spelltransfer.evaluate.evaluator import EvalResult
 from spelltransfer.evaluate.compare import compare_predictions
@@ -87,11 +88,7 @@ class TransferReport:
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = []
         for suffix, text in ((".json", json.dumps(self.to_dict(), indent=2) + "\n"), (".md", self.markdown())):
-            path = out_dir / f"{stem}{suffix}"
-            temp = path.with_name(f".{path.name}.tmp")
-            temp.write_text(text)
-            os.replace(temp, path)
-            paths.append(path)
+            paths.append(write_text_atomic(out_dir / f"{stem}{suffix}", text, fsync=False))
         return paths[0], paths[1]
 
 

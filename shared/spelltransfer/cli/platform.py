@@ -17,6 +17,8 @@ from typing import Optional
 
 import typer
 
+from spelltransfer.atomic import write_text_atomic
+
 platform_app = typer.Typer(help="Run the platform's gRPC services (controller, trainer worker, evaluator).",
                            no_args_is_help=True)
 
@@ -26,9 +28,7 @@ def _run_until_signalled(started, port_file: Optional[Path]) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _, port, stop = started()
     if port_file is not None:
-        tmp = port_file.with_suffix(".tmp")
-        tmp.write_text(f"{port}\n")
-        os.replace(tmp, port_file)
+        write_text_atomic(port_file, f"{port}\n", fsync=False)
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())

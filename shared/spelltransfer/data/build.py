@@ -15,14 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Callable, Sequence
 
+from spelltransfer.atomic import replace_dir, staged_dir
 from spelltransfer.data.config import DatasetConfig
 from spelltransfer.data.example import SPLITS, TASK_NAMES, Example
 from spelltransfer.data.io import write_jsonl
@@ -92,15 +91,8 @@ def _install(staging: Path, out_dir: Path) -> None:
     (out_dir / "manifest.json").unlink(missing_ok=True)  # the folder is incomplete until the new one lands
     for name in [f"{s}.jsonl" for s in SPLITS] + ["words.json"]:
         os.replace(staging / name, out_dir / name)
-    old_hf = None
-    if (out_dir / "hf").exists():
-        old_hf = Path(tempfile.mkdtemp(prefix=".hf.old.", dir=out_dir))
-        os.replace(out_dir / "hf", old_hf / "hf")
-    os.replace(staging / "hf", out_dir / "hf")
+    replace_dir(staging / "hf", out_dir / "hf")
     os.replace(staging / "manifest.json", out_dir / "manifest.json")
-    if old_hf is not None:
-        shutil.rmtree(old_hf, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
 
 
 def build_dataset(out_dir: str | os.PathLike, config: DatasetConfig | None = None, *, tokenizer=None,
@@ -136,8 +128,7 @@ def build_dataset(out_dir: str | os.PathLike, config: DatasetConfig | None = Non
         examples[split] = split_examples(split, words, config)
         report(split, 1, 1)
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir, prefix=f".{out_dir.name}.build-", install=_install) as staging:
         report("write", 0, 1)
         files = {}
         for split in SPLITS:
@@ -166,10 +157,6 @@ def build_dataset(out_dir: str | os.PathLike, config: DatasetConfig | None = Non
             "build_seconds": round(time.perf_counter() - started, 2),
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        _install(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 

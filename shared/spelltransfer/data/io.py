@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from spelltransfer.atomic import open_atomic
 from spelltransfer.data.example import EXTERNAL, FIELD_NAMES, SPLITS, TASK_NAMES, Example
 from spelltransfer.errors import DataError
 
@@ -136,19 +136,9 @@ def load_external(path: str | os.PathLike, task: str | None = None) -> list[Exam
 
 def write_jsonl(path: str | os.PathLike, examples: Iterable[Example]) -> int:
     """Write examples atomically (temp file in the same folder + os.replace); returns the count."""
-    path = Path(path)
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp", delete=False)
     count = 0
-    try:
-        with handle:
-            for example in examples:
-                handle.write(json.dumps(example.to_dict(), ensure_ascii=False) + "\n")
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    with open_atomic(path, "w", encoding="utf-8") as handle:
+        for example in examples:
+            handle.write(json.dumps(example.to_dict(), ensure_ascii=False) + "\n")
+            count += 1
     return count

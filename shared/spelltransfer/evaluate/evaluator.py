@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from spelltransfer.atomic import write_text_atomic
 from spelltransfer.errors import ConfigError, DataError
 from spelltransfer.evaluate import answers
 from spelltransfer.evaluate.generation import GenerationEngine, HFGenerationEngine
@@ -90,8 +90,8 @@ class EvalResult(BaseModel):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = "".join(json.dumps(p.model_dump(), ensure_ascii=False) + "\n" for p in self.predictions)
-        _atomic_write(predictions_path(path), lines)
-        _atomic_write(path, json.dumps(self.model_dump(), indent=2, ensure_ascii=False) + "\n")
+        write_text_atomic(predictions_path(path), lines)
+        write_text_atomic(path, json.dumps(self.model_dump(), indent=2, ensure_ascii=False) + "\n")
         return path
 
     @classmethod
@@ -128,19 +128,6 @@ def load_predictions(path: Path) -> list[Prediction]:
             except (ValidationError, ValueError) as error:
                 raise DataError(f"{path}:{line_number}: not a prediction record: {str(error).splitlines()[0]}") from error
     return predictions
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 # ------------------------------------------------------------------------------ items

@@ -14,10 +14,9 @@ import contextlib
 import fcntl
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from spelltransfer.atomic import staged_dir
 from spelltransfer.errors import ModelNotFoundError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -86,17 +85,10 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
         model.is_quantized = False
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-        try:
+        with staged_dir(out_dir) as staging:
             model.save_pretrained(staging, safe_serialization=True)
             tokenizer.save_pretrained(staging)
             (staging / ".converted").write_text(CONVERSION_VERSION)
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            os.replace(staging, out_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     return out_dir
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib
-import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from spelltransfer.atomic import replace_dir
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]          # shared/spelltransfer
 PROTO_DIR = PACKAGE_ROOT.parents[1] / "protos" / "spelltransfer" / "v1"
@@ -84,10 +85,7 @@ def regenerate() -> None:
         (built / "STAMP").write_text(_fingerprint() + "\n")
         if _same_tree(built, target):
             return  # nothing changed: leave the files running services have imported alone
-        old = Path(tmp) / "old"
-        if target.exists():
-            os.replace(target, old)
-        os.replace(built, target)
+        replace_dir(built, target)
 
 
 def _same_tree(a: Path, b: Path) -> bool:

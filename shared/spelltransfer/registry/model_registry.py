@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from spelltransfer.atomic import replace_dir
 from spelltransfer.registry.atomic import write_json_atomic
 from spelltransfer.registry.errors import RegistryError
 
@@ -171,9 +171,7 @@ def pull(tracking_uri: str | None, ref: str, out_dir: str | Path, overwrite: boo
             "name": name, "version": str(version.version), "alias": alias, "run_id": version.run_id,
             "source": version.source, "tags": dict(version.tags), "tracking_uri": tracking_uri,
         })
-        if out.exists():
-            shutil.rmtree(out)
-        local.replace(out)
+        replace_dir(local, out)  # an existing (--overwrite) folder is moved aside, then deleted
     return out
 
 

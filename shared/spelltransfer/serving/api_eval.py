@@ -16,9 +16,9 @@ Results go to ``OUT/data/api_eval.json`` for the report.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from spelltransfer.atomic import write_text_atomic
 from spelltransfer.serving.prompts import study_questions
 
 TOLERANCE_ABS = 0.05
@@ -75,7 +75,5 @@ def evaluate_api_vs_in_process(base_url: str, served: dict[str, Path | None], n:
     if out_dir is not None:
         data = Path(out_dir) / "data"
         data.mkdir(parents=True, exist_ok=True)
-        staging = data / ".api_eval.json.tmp"
-        staging.write_text(json.dumps(result, indent=2))
-        os.replace(staging, data / "api_eval.json")
+        write_text_atomic(data / "api_eval.json", json.dumps(result, indent=2), fsync=False)
     return result

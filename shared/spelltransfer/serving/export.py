@@ -13,14 +13,13 @@ failed export never leaves a half-written model where a server could pick it up.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from spelltransfer.atomic import staged_dir
 from spelltransfer.errors import ConfigError, ModelNotFoundError
 from spelltransfer.serving.model_card import load_eval_files, render_card
 
@@ -118,8 +117,7 @@ def export_model(config: ExportConfig) -> ExportResult:
     base_path = resolve_base_model(config)
     lora = adapter_config(config.adapter)
     config.out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=config.out_dir))
-    try:
+    with staged_dir(final) as staging:  # an existing --overwrite folder is replaced only once all is written
         adapter_out = staging / "adapter"
         adapter_out.mkdir()
         for file in config.adapter.iterdir():
@@ -146,12 +144,6 @@ def export_model(config: ExportConfig) -> ExportResult:
                 name=name, kind="gguf", base_model=base_path, adapter_config=lora, evals=evals,
                 usage=f"from transformers import AutoModelForCausalLM\n"
                       f"model = AutoModelForCausalLM.from_pretrained('gguf', gguf_file='{name}.gguf')"))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return ExportResult(root=final, adapter_dir=final / "adapter",
                         merged_dir=final / "merged" if config.merged else None,
                         gguf_file=final / "gguf" / f"{name}.gguf" if config.gguf else None)

@@ -13,11 +13,11 @@ Checked by loading the file back with ``AutoModelForCausalLM.from_pretrained(dir
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from spelltransfer.atomic import atomic_path
 from spelltransfer.errors import ConfigError
 
 
@@ -46,8 +46,7 @@ def write_gguf(merged_dir: Path, out_file: Path, tokenizer_gguf: Path | None = N
         raise ConfigError(f"tokenizer has {len(tokens.data)} tokens but the model's vocab_size is {config['vocab_size']}")
 
     n_head, n_kv = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
-    staging = out_file.with_name(f".{out_file.name}.tmp")
-    writer = gguf.GGUFWriter(staging, "llama")
+    writer = gguf.GGUFWriter(None, "llama")  # the file is opened by write_header_to_file, under a temp name
     writer.add_name(merged_dir.parent.name or "spelltransfer")
     writer.add_context_length(config["max_position_embeddings"])
     writer.add_embedding_length(config["hidden_size"])
@@ -85,11 +84,11 @@ def write_gguf(merged_dir: Path, out_file: Path, tokenizer_gguf: Path | None = N
         if dtype == "f16" and array.ndim == 2:
             array = array.astype(np.float16)
         writer.add_tensor(gguf_name, array)
-    try:
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-    finally:
-        writer.close()
-    os.replace(staging, out_file)
+    with atomic_path(out_file, fsync=False) as staging:
+        try:
+            writer.write_header_to_file(staging)
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
     return out_file

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from spelltransfer.atomic import write_text_atomic
 from spelltransfer.errors import ConfigError, SpellTransferError
 from spelltransfer.serving.monitor import Monitor, write_samples_csv
 from spelltransfer.serving.prompts import study_questions
@@ -206,9 +207,7 @@ def run_load_test(config: LoadTestConfig, plots: bool = True) -> LoadTestSummary
     write_samples_csv(monitor.samples, data_dir / f"{name}_monitor.csv")
     records = read_records(records_path)
     summary = summarize(config, records, monitor.samples, monitor.scrape_errors, started_at)
-    staging = data_dir / f".{name}_summary.json.tmp"
-    staging.write_text(summary.model_dump_json(indent=2))
-    os.replace(staging, data_dir / f"{name}_summary.json")
+    write_text_atomic(data_dir / f"{name}_summary.json", summary.model_dump_json(indent=2), fsync=False)
     if plots:
         from spelltransfer.serving.plots import plot_load_test
 

@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+from spelltransfer.atomic import open_atomic
+
 # vLLM metric -> column. Gauges are summed over label sets (one per model/engine).
 VLLM_METRICS = {
     "vllm:num_requests_running": "vllm_running",
@@ -151,10 +153,8 @@ def write_samples_csv(samples: list[dict], path: Path) -> Path:
     for sample in samples:
         columns += [key for key in sample if key not in columns]
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
-    with open(staging, "w", newline="") as handle:
+    with open_atomic(path, "w", fsync=False, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(samples)
-    os.replace(staging, path)
     return path

@@ -5,10 +5,11 @@ Each function writes one PNG atomically and returns its path; matplotlib runs he
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from spelltransfer.atomic import open_atomic
 
 
 def _pyplot():
@@ -22,10 +23,9 @@ def _pyplot():
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(staging, dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
-    os.replace(staging, path)
+    with open_atomic(path, "wb", fsync=False) as handle:
+        fig.savefig(handle, dpi=100, bbox_inches="tight", format="png")
+        _pyplot().close(fig)
     return path
 
 

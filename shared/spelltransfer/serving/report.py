@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+from spelltransfer.atomic import write_text_atomic
 from spelltransfer.serving.loadtest import LoadTestSummary
 from spelltransfer.serving.model_card import eval_table_rows, load_eval_files
 
@@ -131,7 +132,5 @@ def build_report(out_dir: Path, eval_files: dict[str, Path] | None = None, title
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
     path = reports_dir / "deployment.html"
-    staging = reports_dir / ".deployment.html.tmp"
-    staging.write_text(page)
-    os.replace(staging, path)
+    write_text_atomic(path, page, fsync=False)
     return path

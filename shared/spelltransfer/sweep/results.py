@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from spelltransfer.atomic import write_text_atomic
+
 if TYPE_CHECKING:
     from spelltransfer.sweep.controller import SweepView, TrialView
 
@@ -43,9 +45,7 @@ def write_trials_csv(path: Path, view: "SweepView") -> None:
             row[column] = "" if value is None else f"{value:.6g}"
         writer.writerow(row)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".csv.tmp{os.getpid()}")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
+    write_text_atomic(path, buffer.getvalue(), fsync=False)
 
 
 def resolve_tracking_uri(configured: str | None) -> str:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Protocol
+
+from spelltransfer.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,7 @@ class CompositeTracker:
             run_id = self._call(tracker, "start", run_name, params, tags, previous.get(tracker.name))
             if run_id:
                 ids[tracker.name] = run_id
-        tmp = self.ids_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(ids))
-        os.replace(tmp, self.ids_file)
+        write_text_atomic(self.ids_file, json.dumps(ids), fsync=False)
         return ids
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:

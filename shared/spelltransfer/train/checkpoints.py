@@ -16,9 +16,10 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from spelltransfer.atomic import staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,9 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, trainer_
     import torch
 
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".step-{step}.", dir=root))
-    try:
+    target = root / f"step-{step}"
+    # A resumed run re-reaching a step replaces it: staged_dir moves the old one aside first.
+    with staged_dir(target) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         torch.save(scheduler.state_dict(), staging / "scheduler.pt")
@@ -86,18 +88,7 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, trainer_
         for path in staging.iterdir():
             with path.open("rb") as handle:
                 os.fsync(handle.fileno())
-        target = root / f"step-{step}"
-        if target.exists():  # a resumed run re-reaching a step: move the old one aside first
-            old = Path(tempfile.mkdtemp(prefix=f".old-step-{step}.", dir=root))
-            os.replace(target, old / "x")
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-        _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    _fsync_dir(root)
     return Checkpoint(step, target)
 
 

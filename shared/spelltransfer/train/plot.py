@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from spelltransfer.atomic import open_atomic
 
 
 def plot_metric(history: list[tuple[int, float]], metric: str, out_path: Path, best_step: int | None,
@@ -31,8 +32,7 @@ def plot_metric(history: list[tuple[int, float]], metric: str, out_path: Path, b
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    tmp = out_path.with_name(f".{out_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out_path)
+    with open_atomic(out_path, "wb", fsync=False) as handle:
+        fig.savefig(handle, dpi=110, format="png")
+        plt.close(fig)
     return out_path

@@ -16,10 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +25,7 @@ from typing import Callable
 
 import yaml
 
+from spelltransfer.atomic import staged_dir, write_text_atomic
 from spelltransfer.errors import ConfigError, DataError
 from spelltransfer.train.checkpoints import (
     latest_valid_checkpoint, list_checkpoints, load_adapter_weights, load_checkpoint, prune_checkpoints, save_checkpoint,
@@ -67,12 +65,6 @@ def default_output_dir(config: RunConfig) -> Path:
     return Path(config.training.output_root) / config.training.experiment / run_name
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     keys = sorted(set(a) | set(b))
     out = []
@@ -99,7 +91,7 @@ def _prepare_output_dir(config: RunConfig, output_dir: Path, resume: bool) -> No
         if changed:
             raise ConfigError(f"--resume with a config that differs from {saved}: {', '.join(changed)}")
     output_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(saved, config.to_yaml())
+    write_text_atomic(saved, config.to_yaml(), fsync=False)
 
 
 def _seed_everything(seed: int) -> None:
@@ -349,7 +341,7 @@ def run_training(config: RunConfig, output_dir: str | Path | None = None, resume
             "resumed_from": resumed_from, "history": history, "plot": str(plot_path) if plot_path else None,
         }
         metrics_path = output_dir / "metrics.json"
-        _write_atomic(metrics_path, json.dumps(summary, indent=1))
+        write_text_atomic(metrics_path, json.dumps(summary, indent=1), fsync=False)
         tracker.log_metrics({f"best/{k}": v for k, v in best_metrics.items()} | {"stop_step": step}, step)
         tracker.log_artifact(metrics_path)
         tracker.log_artifact(output_dir / "config.yaml")
@@ -375,20 +367,9 @@ def run_training(config: RunConfig, output_dir: str | Path | None = None, resume
 
 
 def _save_adapter_atomic(model, tokenizer, adapter_dir: Path) -> None:
-    staging = Path(tempfile.mkdtemp(prefix=".final.", dir=adapter_dir.parent))
-    try:
+    with staged_dir(adapter_dir) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        if adapter_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=".final-old.", dir=adapter_dir.parent))
-            os.replace(adapter_dir, old / "x")
-            os.replace(staging, adapter_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, adapter_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _plot(config, history, metric, output_dir, run_name, best_step, stop_step, stop_reason) -> Path | None:

@@ -318,6 +318,8 @@ def export_adapter(weights: MultiLoRAWeights, k: int, out_dir: str | Path, targe
     from peft import LoraConfig
     from safetensors.torch import save_file
 
+    from spelltransfer.atomic import staged_dir
+
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     config = LoraConfig(r=weights.ranks[k], lora_alpha=weights.alphas[k], lora_dropout=0.0, bias="none",
@@ -327,22 +329,11 @@ def export_adapter(weights: MultiLoRAWeights, k: int, out_dir: str | Path, targe
     for key, value in weights.trial_state(k).items():
         module, _, which = key.rpartition(".")
         tensors[f"base_model.model.{module}.{which}.weight"] = value.float().contiguous().cpu()
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as staging:
         config.save_pretrained(str(staging))
         save_file(tensors, str(staging / "adapter_model.safetensors"), metadata={"format": "pt"})
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-old.", dir=out_dir.parent))
-            os.replace(out_dir, old / "x")
-            os.replace(staging, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 
