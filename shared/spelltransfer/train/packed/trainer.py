@@ -30,7 +30,7 @@ from spelltransfer.train.dataset import BatchOrder, tokenize_example
 from spelltransfer.train.model_config import LLAMA_STYLE
 from spelltransfer.train.optim import SchedulerConfig, lr_factor
 from spelltransfer.train.packed import attention
-from spelltransfer.train.packed.batches import LAYOUTS, PreparedExample, build_chunk, cut_chunks, plan_step
+from spelltransfer.train.packed.batches import LAYOUTS, PreparedExample, Sequence, build_chunk, cut_chunks, plan_step
 from spelltransfer.train.packed.multi_lora import export_adapter, inject_multi_lora
 from spelltransfer.train.packed.optimizer import MultiTrialAdamW, _to_device
 from spelltransfer.train.packed.trials import TrialSpec
@@ -115,6 +115,7 @@ class PackedTrainer:
         self._graph_runner = None
         self.step_index = 0
         self.history = PackedHistory(losses=[[] for _ in trials])
+        self.stopped: set[int] = set()   # trials ended before max_steps (stop_trial)
         self._pending: list[torch.Tensor] = []   # per-step loss vectors not yet copied to the host
 
     def _graphs(self):
@@ -134,7 +135,16 @@ class PackedTrainer:
         return next(m.kernel for m in self.model.modules() if isinstance(m, MultiLoRALinear))
 
     def active(self) -> list[bool]:
-        return [self.step_index < t.max_steps for t in self.trials]
+        return [self.step_index < t.max_steps and k not in self.stopped for k, t in enumerate(self.trials)]
+
+    def stop_trial(self, k: int) -> None:
+        """End trial k now (early stopping, cancel): it draws no more batches and its weights stay as they are.
+
+        The other trials are unaffected -- no trial's gradient depends on another's tokens.
+        """
+        if not 0 <= k < len(self.trials):
+            raise IndexError(f"trial index {k} out of range (0..{len(self.trials) - 1})")
+        self.stopped.add(k)
 
     def done(self) -> bool:
         return not any(self.active())
@@ -248,7 +258,7 @@ class PackedTrainer:
         return {"flat": self.weights.flat.detach().cpu(), "optimizer": {k: (v.cpu() if torch.is_tensor(v) else v)
                                                                          for k, v in self.optimizer.state_dict().items()},
                 "step_index": self.step_index, "losses": self.history.losses,
-                "trials": [t.model_dump() for t in self.trials]}
+                "trials": [t.model_dump() for t in self.trials], "stopped": sorted(self.stopped)}
 
     def load_state_dict(self, state: dict) -> None:
         if state["trials"] != [t.model_dump() for t in self.trials]:
@@ -260,7 +270,50 @@ class PackedTrainer:
         self.optimizer.steps = list(state["optimizer"]["steps"])
         self.step_index = int(state["step_index"])
         self.history.losses = [list(h) for h in state["losses"]]
+        self.stopped = set(state.get("stopped", []))   # absent in states saved before stop_trial existed
 
     def export(self, k: int, out_dir, extra_files: dict[str, str] | None = None):
         """Trial k as a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)."""
         return export_adapter(self.weights, k, out_dir, self.target_modules, self.base_model_path, extra_files)
+
+    @torch.no_grad()
+    def eval_losses(self, samples: dict[int, list[PreparedExample]]) -> dict[int, float]:
+        """Teacher-forced answer loss of each trial k on its own validation sample ``samples[k]``.
+
+        The mean over all answer tokens of the sample -- what the single-trial trainer's validation
+        reports as ``eval_loss`` -- for every listed trial in one no-grad pass of the packed model
+        (each sequence routed to its trial's adapter), with the model in eval mode meanwhile.
+        """
+        n_trials = len(self.trials)
+        sequences = []
+        for k in sorted(samples):
+            if not 0 <= k < n_trials:
+                raise IndexError(f"trial index {k} out of range (0..{n_trials - 1})")
+            n_answer = sum(e.n_answer for e in samples[k])
+            weight = 1.0 / n_answer if n_answer else 0.0
+            sequences.extend(Sequence(k, e, weight) for e in samples[k])
+        totals = torch.zeros(n_trials, dtype=torch.float32, device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for part in cut_chunks(sequences, self.max_chunk_tokens):
+                _, per_trial = self._forward_loss(build_chunk(part, n_trials, self.layout, self.pad_id))
+                totals += per_trial
+        finally:
+            self.model.train(was_training)
+        values = totals.tolist()
+        return {k: values[k] for k in sorted(samples)}
+
+    @property
+    def training_attention(self) -> str:
+        """The attention implementation training uses (``generate_for_trials(restore_attention=...)``)."""
+        return attention.ATTENTION_NAME if self.layout == "varlen" else "sdpa"
+
+    def trial_row(self, k: int) -> torch.Tensor:
+        """A copy of trial k's adapter weights (its row of the flat buffer), e.g. to keep its best step."""
+        return self.weights.flat[k].detach().clone()
+
+    def set_trial_row(self, k: int, row: torch.Tensor) -> None:
+        """Put back weights taken with ``trial_row`` (e.g. the best step's before ``export``)."""
+        with torch.no_grad():
+            self.weights.flat[k].copy_(row.to(self.weights.flat.device))

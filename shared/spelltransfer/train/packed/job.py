@@ -1,0 +1,693 @@
+"""A pack job: K training trials of the trainer worker run as one process on one frozen base model.
+
+    python -m spelltransfer.train.packed.job --pack-dir DIR [--resume]
+
+``DIR/pack.json`` (written by ``spelltransfer.platform.worker``) lists the members: ``trial_id``,
+``config_path`` + ``overrides`` (the same training config ``spelltransfer train`` would get) and
+``output_dir``. Each member's config becomes a ``TrialSpec`` and all of them train in one
+``PackedTrainer``; each member's ``output_dir`` gets the same run-folder contract as
+``spelltransfer train`` (docs/architecture.md), so the worker and the sweep controller follow a
+packed member exactly like a lone run:
+
+* ``config.yaml``; ``events.jsonl`` with ``start`` (backend ``packed``, ``pack_id``,
+  ``resumed_from``), ``step`` (loss, lr, tokens) every ``logging_steps``, ``eval`` (``eval_loss``,
+  and the accuracies when early stopping scores accuracy) every ``eval_steps``, ``checkpoint`` at
+  each pack save, ``done`` (or ``error``);
+* ``final/`` -- the PEFT adapter (best step's weights under early stopping, as ``run_training``)
+  plus the tokenizer files;
+* ``validation_eval.json`` (+ predictions) -- greedy generation on the validation split as
+  ``platform.eval_job --run-dir`` would score it, for every member finishing at the same step in
+  one batched ``generate_for_trials`` per token budget (the budgets are the evaluator's, so an
+  item never gets more new tokens than ``spelltransfer eval`` gives it);
+* ``metrics.json`` -- ``run_training``'s summary keys, plus ``validation`` (the evaluation result,
+  the shape the worker's eval phase stores) so the worker needs no evaluation subprocess.
+  Written last and atomically: it is the worker's signal that the member is finished.
+
+Why one process for K trials: a LoRA trial of a 135M model leaves a GPU mostly idle; packed, the
+base model's matmuls serve all trials (docs/performance.md section 2). A member's losses equal
+the same config trained alone to float rounding (``tests/train/test_packed_job.py``).
+
+What may differ inside a pack is only what ``TrialSpec`` carries (``TRIAL_FIELDS``: seed, LoRA r
+and alpha, lr, weight decay, clipping, batch size, grad accumulation, max steps) and what only
+changes a member's own logging, evaluation and stopping (``MEMBER_FIELDS``). Everything else
+changes the shared computation (model, dtype, sequence length, target modules, data, schedule,
+Adam betas/eps, ...) and must be equal, else ``ConfigError`` names the field. ``pack_key(config)``
+hashes those shared fields so the worker groups compatible trials; it returns None for a config
+the packed trainer cannot reproduce (LoRA dropout, 4-bit weights, another optimizer), which the
+worker then runs alone. The seed joins the key when tasks are mixed into training: the mixed-in
+examples are drawn with the seed, so members would not share their training set otherwise.
+
+Numerics: the base model is loaded with ``model.dtype`` (auto = bf16 on CUDA, fp32 on CPU) and the
+adapters train in fp32; ``training.precision`` (autocast in ``run_training``) is not applied here.
+
+Cancel: ``OUTPUT_DIR/CANCEL`` drops that member at the next step (``done`` with reason
+``cancelled``, no metrics.json); the others go on.
+
+Checkpoints: every ``save_steps`` (the smallest of the members) the whole pack -- adapters,
+optimizer moments, step, per-member early stopping, eval history, best weights, which members
+are finished or cancelled -- goes atomically to ``DIR/state.pt``. ``--resume`` continues from it;
+a member whose metrics.json exists is finished and skipped (it may have finished after the last
+save), one with a CANCEL file is dropped. Steps after the saved one are logged again, as in
+``run_training`` (a follower keeps the last line for each step).
+
+Tracking: each member gets its own trackers (``build_tracker``, as ``run_training``): the MLflow
+tracker uses ``MlflowClient`` and W&B ``reinit="create_new"``, so K runs live side by side in
+one process. Step metrics are logged at ``logging_steps`` like a lone run.
+
+Exit codes: 0 done, 2 bad input (``ConfigError``/``DataError``, message on stderr), else a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from spelltransfer.errors import ConfigError, SpellTransferError
+from spelltransfer.train.config import RunConfig, load_training_config
+from spelltransfer.train.events import EventLog
+
+log = logging.getLogger(__name__)
+
+PACK_FILE = "pack.json"
+STATE_FILE = "state.pt"
+CANCEL_FILE = "CANCEL"
+EVAL_FILE = "validation_eval.json"   # the worker's eval phase writes the same file
+
+# RunConfig field -> TrialSpec field: what each member sets for itself.
+TRIAL_FIELDS = {
+    "training.seed": "seed", "model.lora.r": "r", "model.lora.alpha": "alpha", "optimizer.lr": "lr",
+    "optimizer.weight_decay": "weight_decay", "optimizer.max_grad_norm": "max_grad_norm",
+    "training.batch_size": "batch_size", "training.grad_accum": "grad_accum", "training.max_steps": "max_steps",
+}
+# Fields (and sections) that only change a member's own logging, evaluation, stopping and files.
+MEMBER_FIELDS = (
+    "training.experiment", "training.run_name", "training.output_root", "training.plot_dir", "training.tracking",
+    "training.logging_steps", "training.eval_steps", "training.eval_samples", "training.eval_batch_size",
+    "training.save_steps", "training.keep_last", "training.early_stopping",
+    "transfer.eval_tasks", "transfer.eval_items_per_task",
+)
+
+
+# ----------------------------------------------------------------------------- pack.json
+
+
+class PackMember(BaseModel):
+    """One trial of a pack, as the worker hands it over."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trial_id: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description="The worker's trial id.")
+    config_path: str = Field(..., min_length=1, description="Training config YAML (as `spelltransfer train --config`).")
+    overrides: list[str] = Field(default_factory=list, description="`section.key=value` overrides (as `--set`).")
+    output_dir: str = Field(..., min_length=1, description="The member's run folder.")
+
+
+class PackManifest(BaseModel):
+    """``DIR/pack.json``: which trials train together. Member order is the packed trainer's trial order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pack_id: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description="Name of the pack (its folder).")
+    members: list[PackMember] = Field(..., min_length=1, description="The trials, in trial order.")
+
+
+def read_manifest(pack_dir: str | Path) -> PackManifest:
+    path = Path(pack_dir) / PACK_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist (the worker writes it before starting the pack)")
+    try:
+        manifest = PackManifest.model_validate_json(path.read_text())
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'pack'}: {e['msg']}" for e in error.errors())
+        raise ConfigError(f"{path}: {problems}") from None
+    ids = [m.trial_id for m in manifest.members]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{path}: members: trial ids must be unique (got {ids})")
+    return manifest
+
+
+def write_manifest(pack_dir: str | Path, manifest: PackManifest) -> Path:
+    """Write ``DIR/pack.json`` atomically (a reader never sees half of it)."""
+    from spelltransfer.atomic import write_text_atomic
+
+    pack_dir = Path(pack_dir)
+    pack_dir.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(pack_dir / PACK_FILE, manifest.model_dump_json(indent=1))
+
+
+# ----------------------------------------------------------------------------- which configs pack together
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: data}
+
+
+def _is_member_field(key: str) -> bool:
+    return key in TRIAL_FIELDS or any(key == f or key.startswith(f + ".") for f in MEMBER_FIELDS)
+
+
+def shared_fields(config: RunConfig) -> dict[str, Any]:
+    """Dotted key -> value of every field that must be equal across a pack."""
+    flat = _flatten(config.model_dump(mode="json"))
+    shared = {key: value for key, value in flat.items() if not _is_member_field(key)}
+    if any(fraction > 0 for fraction in config.transfer.mix_fractions().values()):
+        shared["training.seed"] = config.training.seed   # the mixed-in examples are drawn with it
+    return shared
+
+
+def unpackable_reason(config: RunConfig) -> str | None:
+    """Why the packed trainer cannot reproduce this config's training, or None if it can."""
+    if config.model.lora.dropout > 0:
+        return f"model.lora.dropout: the packed trainer has no LoRA dropout (got {config.model.lora.dropout})"
+    if config.model.load_in_4bit:
+        return "model.load_in_4bit: the packed trainer needs the base weights unquantised"
+    if config.optimizer.name != "adamw":
+        return f"optimizer.name: the packed trainer implements adamw only (got {config.optimizer.name!r})"
+    return None
+
+
+def pack_key(config: RunConfig) -> str | None:
+    """A hash of the fields that must be equal within a pack; None if the config cannot be packed."""
+    if unpackable_reason(config) is not None:
+        return None
+    text = json.dumps(shared_fields(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_compatible(configs: list[RunConfig], names: list[str]) -> None:
+    """ConfigError naming the first field that keeps these configs from training in one pack."""
+    for name, config in zip(names, configs):
+        reason = unpackable_reason(config)
+        if reason is not None:
+            raise ConfigError(f"pack member {name}: {reason}")
+    reference = shared_fields(configs[0])
+    for name, config in zip(names[1:], configs[1:]):
+        other = shared_fields(config)
+        for key in sorted(set(reference) | set(other)):
+            if reference.get(key) != other.get(key):
+                raise ConfigError(
+                    f"pack member {name}: {key} must equal member {names[0]}'s ({other.get(key)!r} vs "
+                    f"{reference.get(key)!r}); within a pack only {', '.join(TRIAL_FIELDS)} and the members' "
+                    "logging, evaluation and stopping settings may differ")
+
+
+def trial_spec(config: RunConfig, trial_id: str):
+    """The ``TrialSpec`` of one member's config."""
+    from spelltransfer.train.packed.trials import TrialSpec
+
+    training, lora, optimizer = config.training, config.model.lora, config.optimizer
+    return TrialSpec(trial_id=trial_id, seed=training.seed, r=lora.r, alpha=lora.alpha, lr=optimizer.lr,
+                     weight_decay=optimizer.weight_decay, max_grad_norm=optimizer.max_grad_norm,
+                     batch_size=training.batch_size, grad_accum=training.grad_accum, max_steps=training.max_steps)
+
+
+def load_member_configs(manifest: PackManifest) -> list[RunConfig]:
+    """Each member's RunConfig (as ``spelltransfer train`` loads it), checked to be packable together."""
+    configs = []
+    for member in manifest.members:
+        try:
+            configs.append(load_training_config(member.config_path, member.overrides))
+        except ConfigError as error:
+            raise ConfigError(f"pack member {member.trial_id}: {error}") from None
+    check_compatible(configs, [m.trial_id for m in manifest.members])
+    return configs
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+class _EventLog(EventLog):
+    """``events.jsonl`` of one member: ``EventLog``'s format, but ``step`` lines are only flushed.
+
+    ``EventLog`` fsyncs every line; with K members logging every step that is K fsyncs per packed
+    step, which would dominate a GPU step. A ``step`` line lost to a power cut is re-logged on
+    resume anyway; the lines the worker acts on (start, eval, checkpoint, done, error) are fsynced.
+    """
+
+    def emit(self, event: str, step: int, **fields) -> dict:
+        if event != "step":
+            return super().emit(event, step, **fields)
+        record = {"event": event, "step": step, "time": round(time.time(), 3), **fields}
+        self._handle.write(json.dumps(record) + "\n")
+        self._handle.flush()
+        return record
+
+
+@dataclass(eq=False)   # identity: members are dict keys and compared by who they are
+class _Member:
+    """One member's run: its config, files and the per-trial state the packed trainer does not hold."""
+
+    index: int
+    spec: Any
+    entry: PackMember
+    config: RunConfig
+    output_dir: Path
+    stopper: Any = None
+    history: list = field(default_factory=list)          # eval metrics by step, as run_training's
+    tokens_seen: int = 0
+    best_row: Any = None                                  # adapter weights of the best step (early stopping)
+    finished: bool = False
+    cancelled: bool = False
+    events: _EventLog | None = None
+    tracker: Any = None
+    eval_records: list = field(default_factory=list)
+    eval_prepared: list = field(default_factory=list)
+
+    @property
+    def trial_id(self) -> str:
+        return self.entry.trial_id
+
+    @property
+    def ended(self) -> bool:
+        return self.finished or self.cancelled
+
+    @property
+    def es_enabled(self) -> bool:
+        return self.config.training.early_stopping.enabled
+
+    def state(self) -> dict:
+        return {"early_stopping": self.stopper.state_dict(), "history": self.history, "tokens_seen": self.tokens_seen,
+                "best_row": self.best_row, "finished": self.finished, "cancelled": self.cancelled}
+
+    def load_state(self, state: dict) -> None:
+        self.stopper.load_state_dict(state["early_stopping"])
+        self.history = list(state["history"])
+        self.tokens_seen = int(state["tokens_seen"])
+        self.best_row = state["best_row"]
+        self.finished, self.cancelled = bool(state["finished"]), bool(state["cancelled"])
+
+
+def _last_event(path: Path) -> dict | None:
+    from spelltransfer.train.events import read_events
+
+    events = read_events(path)
+    return events[-1] if events else None
+
+
+class PackJob:
+    """Train the members of one pack folder; see the module docstring."""
+
+    def __init__(self, pack_dir: str | Path, resume: bool = False):
+        self.pack_dir = Path(pack_dir).resolve()
+        self.resume = resume
+        self.manifest = read_manifest(self.pack_dir)
+        configs = load_member_configs(self.manifest)
+        self.shared = configs[0]
+        self.members = [_Member(k, trial_spec(c, m.trial_id), m, c, Path(m.output_dir).resolve())
+                        for k, (m, c) in enumerate(zip(self.manifest.members, configs))]
+        self.state_path = self.pack_dir / STATE_FILE
+        if self.state_path.exists() and not resume:
+            raise ConfigError(f"{self.pack_dir} already holds a pack state ({STATE_FILE}); pass --resume to continue it")
+        self.trainer = None
+        self.resumed_from: int | None = None
+        self.device = "cpu"
+        self.model_path = ""
+        self._started = time.perf_counter()
+
+    # -- the run
+
+    def run(self) -> dict[str, str]:
+        """Train until every member is finished or cancelled; returns ``{trial_id: how it ended}``."""
+        from spelltransfer.train.early_stopping import EarlyStopping
+
+        for member in self.members:
+            member.stopper = EarlyStopping.from_config(member.config.training.early_stopping)
+            if (member.output_dir / "metrics.json").is_file():
+                member.finished = True   # finished before a restart (maybe after the last pack save)
+        if all(m.finished or self._cancel_requested(m) for m in self.members):
+            self._close_cancelled_before_start()
+            return self._outcome()
+        try:
+            self._setup()
+            self._loop()
+        except BaseException as error:
+            message = f"{type(error).__name__}: {error}"
+            for member in self.members:
+                if member.events is not None and not member.ended:
+                    with contextlib.suppress(Exception):
+                        member.events.emit("error", -1, message=message)
+                if member.tracker is not None and not member.ended:
+                    with contextlib.suppress(Exception):
+                        member.tracker.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+            raise
+        finally:
+            for member in self.members:
+                if member.events is not None:
+                    member.events.close()
+        return self._outcome()
+
+    def _outcome(self) -> dict[str, str]:
+        return {m.trial_id: "finished" if m.finished else "cancelled" if m.cancelled or self._cancel_requested(m)
+                else "unfinished" for m in self.members}
+
+    def _setup(self) -> None:
+        import torch
+
+        from spelltransfer.models import load_model, load_tokenizer, resolve_model_path
+        from spelltransfer.track import build_tracker
+        from spelltransfer.train.model_config import resolve_target_modules
+        from spelltransfer.train.packed.trainer import PackedTrainer, prepare_examples
+        from spelltransfer.train.trainer import _load_examples, _prepare_output_dir
+
+        shared = self.shared
+        if shared.training.num_threads:
+            torch.set_num_threads(shared.training.num_threads)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model_path = resolve_model_path(shared.model.name)
+        target_modules = resolve_target_modules(self.model_path, shared.model.lora)
+        tokenizer = load_tokenizer(shared.model.name)
+        model = load_model(shared.model.name, dtype=shared.model.dtype, device=self.device)
+        self.tokenizer = tokenizer
+
+        # Training records are the same for every member (pack_key guarantees it); the validation
+        # sample depends on each member's seed and eval_samples, so it is read per distinct pair.
+        samples: dict[tuple[int, int], tuple[list, list]] = {}
+        train_records = None
+        max_len = shared.model.max_seq_length
+        for member in self.members:
+            key = (member.config.training.seed, member.config.training.eval_samples)
+            if key not in samples:
+                records, sample = _load_examples(member.config)
+                train_records = train_records if train_records is not None else records
+                samples[key] = (sample, prepare_examples(sample, tokenizer, max_len))
+            member.eval_records, member.eval_prepared = samples[key]
+        prepared = prepare_examples(train_records, tokenizer, max_len)
+        self.trainer = PackedTrainer(
+            model, tokenizer, train_records, [m.spec for m in self.members], scheduler=shared.scheduler,
+            betas=tuple(shared.optimizer.betas), eps=shared.optimizer.eps, target_modules=target_modules,
+            max_seq_length=max_len, base_model_path=self.model_path, prepared=prepared)
+        self.prepared = prepared
+
+        if self.resume and self.state_path.is_file():
+            state = torch.load(self.state_path, map_location="cpu", weights_only=False)
+            if state.get("pack_id") != self.manifest.pack_id:
+                raise ConfigError(f"{self.state_path}: saved by pack {state.get('pack_id')!r}, not {self.manifest.pack_id!r}")
+            self.trainer.load_state_dict(state["trainer"])
+            for member in self.members:
+                already_finished = member.finished
+                member.load_state(state["members"][member.trial_id])
+                member.finished = member.finished or already_finished
+            self.resumed_from = int(state["step"])
+        for member in self.members:
+            if member.ended:
+                self.trainer.stop_trial(member.index)
+
+        dtype = next(model.parameters()).dtype
+        precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+        slots = self.trainer.weights.slots
+        for member in self.members:
+            if member.ended:
+                continue
+            config, training = member.config, member.config.training
+            _prepare_output_dir(config, member.output_dir, self.resume)
+            member.events = _EventLog(member.output_dir / "events.jsonl")
+            member.tracker = build_tracker(training.tracking, training.experiment, member.output_dir)
+            member.tracker.start(training.run_name or member.output_dir.name, config.flat(),
+                                 {"backend": "packed", "pack_id": self.manifest.pack_id,
+                                  "output_dir": str(member.output_dir)})
+            trainable = sum(member.spec.r * (s.in_features + s.out_features) for s in slots)
+            member.events.emit("start", self.trainer.step_index, backend="packed", pack_id=self.manifest.pack_id,
+                               pack_members=[m.trial_id for m in self.members], device=self.device,
+                               max_steps=training.max_steps, precision=precision, train_examples=len(prepared),
+                               eval_examples=len(member.eval_prepared), trainable_params=trainable,
+                               resumed_from=self.resumed_from, output_dir=str(member.output_dir))
+
+    def _loop(self) -> None:
+        from spelltransfer.train.optim import lr_factor
+
+        trainer = self.trainer
+        save_every = min(m.config.training.save_steps for m in self.members)
+        scheduler = self.shared.scheduler
+        while True:
+            self._drop_cancelled()
+            if trainer.done():
+                break
+            running = [self.members[k] for k, on in enumerate(trainer.active()) if on]
+            trainer.step()
+            step = trainer.step_index
+            if any(step % m.config.training.logging_steps == 0 or step == m.spec.max_steps for m in running):
+                trainer.flush()   # one host sync, only on steps that log
+            due_eval = []
+            for member in running:
+                training, spec = member.config.training, member.spec
+                batch = trainer.orders[member.index].batch(step - 1)
+                member.tokens_seen += sum(len(self.prepared[i].ids) for i in batch)
+                if step % training.logging_steps == 0 or step == spec.max_steps:
+                    loss = trainer.history.losses[member.index][-1]
+                    lr = spec.lr * lr_factor(step - 1, scheduler, spec.max_steps)
+                    member.events.emit("step", step, loss=loss, lr=lr, tokens=member.tokens_seen)
+                    member.tracker.log_metrics({"train/loss": loss, "train/lr": lr, "train/tokens": member.tokens_seen}, step)
+                if step % training.eval_steps == 0 or step == spec.max_steps:
+                    due_eval.append(member)
+            finishing = [m for m in running if step == m.spec.max_steps]
+            for member, metrics in zip(due_eval, self._evaluate(due_eval)):
+                member.history.append({"step": step, **metrics})
+                member.events.emit("eval", step, metrics=metrics)
+                member.tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step)
+                es = member.config.training.early_stopping
+                if es.enabled:
+                    if member.stopper.update(step, metrics[es.metric]):
+                        member.best_row = trainer.trial_row(member.index).cpu()
+                    if member.stopper.should_stop and member not in finishing:
+                        finishing.append(member)
+            for member in finishing:
+                trainer.stop_trial(member.index)
+            if finishing:
+                self._finish(sorted(finishing, key=lambda m: m.index), step)
+            if step % save_every == 0 and not trainer.done():
+                self._save(step)
+
+    # -- evaluation
+
+    def _evaluate(self, members: list[_Member]) -> list[dict]:
+        """Validation metrics of ``members`` on their samples: eval_loss for all in one pass, plus the
+        accuracies (greedy generation, as ``run_training``) where early stopping scores accuracy."""
+        if not members:
+            return []
+        losses = self.trainer.eval_losses({m.index: m.eval_prepared for m in members})
+        results = [{"eval_loss": losses[m.index]} for m in members]
+        wants = [m for m in members if m.config.training.early_stopping.metric == "accuracy"]
+        if wants:
+            scored = self._score(wants, lambda m: (m.config.training.seed, m.config.training.eval_samples),
+                                 lambda m: m.eval_records)
+            for member, result in zip(members, results):
+                if member in scored:
+                    predictions = scored[member][0]
+                    correct = sum(p.correct for p in predictions)
+                    result["accuracy"] = correct / len(predictions)
+                    for task, metrics in scored[member][1].items():
+                        result[f"accuracy_{task}"] = metrics.accuracy
+        return results
+
+    def _score(self, members: list[_Member], group_key, items_of) -> dict:
+        """``{member: (predictions, {task: TaskMetrics}, seconds, n_items)}``: greedy answers of every
+        member on its items, members sharing items generated together (``generate_for_trials``)."""
+        from collections import defaultdict
+
+        from spelltransfer.evaluate.evaluator import TASKS, _as_items, score, summarise_task
+
+        groups: dict = defaultdict(list)
+        for member in members:
+            groups[group_key(member)].append(member)
+        out = {}
+        for group in groups.values():
+            group.sort(key=lambda m: m.index)
+            items = _as_items(items_of(group[0]))
+            started = time.perf_counter()
+            outputs = self._generate([m.index for m in group], items,
+                                     max(m.config.training.eval_batch_size for m in group))
+            seconds = time.perf_counter() - started
+            for member in group:
+                predictions = [score(item, text, i) for i, (item, text) in enumerate(zip(items, outputs[member.index]))]
+                by_task = defaultdict(list)
+                for prediction in predictions:
+                    by_task[prediction.task].append(prediction)
+                tasks = {task: summarise_task(task, by_task[task]) for task in TASKS if task in by_task}
+                out[member] = (predictions, tasks, seconds, len(items))
+        return out
+
+    def _generate(self, trial_indices: list[int], items: list[dict], batch_size: int) -> dict[int, list[str]]:
+        """Greedy answers of trials ``trial_indices`` to ``items``: one batched call per token budget.
+
+        The evaluator gives each item its own budget (``token_budget``) and never more, so items are
+        grouped by budget and each group is generated for all trials at once.
+        """
+        from spelltransfer.evaluate.evaluator import token_budget
+        from spelltransfer.models import PromptFormat
+        from spelltransfer.train.packed.generate import generate_for_trials
+
+        fmt = PromptFormat.from_tokenizer(self.tokenizer)
+        by_budget: dict[int, list[int]] = {}
+        for i, item in enumerate(items):
+            by_budget.setdefault(token_budget(item), []).append(i)
+        outputs = {k: [""] * len(items) for k in trial_indices}
+        for budget, indices in sorted(by_budget.items()):
+            texts = generate_for_trials(self.trainer.model, self.tokenizer, self.trainer.routing, trial_indices,
+                                        [fmt.prompt(items[i]["prompt"]) for i in indices], max_new_tokens=budget,
+                                        rows_per_call=batch_size * len(trial_indices),
+                                        restore_attention=self.trainer.training_attention)
+            for k in trial_indices:
+                for i, text in zip(indices, texts[k]):
+                    outputs[k][i] = text
+        return outputs
+
+    # -- finishing, cancelling, saving
+
+    def _finish(self, members: list[_Member], step: int) -> None:
+        """Adapter, validation evaluation, done event and (last) metrics.json of members ending at ``step``."""
+        from spelltransfer.atomic import staged_dir, write_text_atomic
+        from spelltransfer.data import load_split
+        from spelltransfer.evaluate.evaluator import EvalResult
+        from spelltransfer.train.trainer import _plot
+
+        trainer = self.trainer
+        for member in members:
+            best_step = member.stopper.best_step if member.es_enabled else None
+            if best_step is not None and best_step != step and member.best_row is not None:
+                trainer.set_trial_row(member.index, member.best_row)   # the trial has ended: its row is free
+            with staged_dir(member.output_dir / "final") as staging:
+                trainer.export(member.index, staging)
+                self.tokenizer.save_pretrained(staging)
+
+        def validation_items(member: _Member):
+            from spelltransfer.evaluate.evaluator import _as_items, select_items
+
+            transfer = member.config.transfer
+            return select_items(_as_items(load_split(member.config.training.data_dir, "validation")),
+                                list(transfer.eval_tasks) or None, transfer.eval_items_per_task)
+
+        scored = self._score(members, lambda m: (m.config.training.data_dir, tuple(m.config.transfer.eval_tasks),
+                                                 m.config.transfer.eval_items_per_task), validation_items)
+        for member in members:
+            training, config = member.config.training, member.config
+            predictions, tasks, seconds, n_items = scored[member]
+            adapter_dir = member.output_dir / "final"
+            validation = EvalResult(tasks=tasks, model=str(config.model.name), adapter=str(adapter_dir),
+                                    data=str(training.data_dir), split="validation", n_items=n_items,
+                                    seconds=round(seconds, 3),
+                                    items_per_second=round(n_items / seconds, 3) if seconds > 0 else 0.0,
+                                    batch_size=training.eval_batch_size, predictions=predictions)
+            validation.save(member.output_dir / EVAL_FILE)
+            es = training.early_stopping
+            stopping = es.enabled and member.stopper.should_stop
+            reason = "early_stopping" if stopping else "max_steps"
+            best_step = member.stopper.best_step if es.enabled else None
+            best_metrics = next((dict(h) for h in member.history if h["step"] == best_step), {}) if best_step else {}
+            best_metrics.pop("step", None)
+            final_metrics = {k: v for k, v in member.history[-1].items() if k != "step"}
+            metric_name = es.metric if es.enabled else "eval_loss"
+            run_name = training.run_name or member.output_dir.name
+            plot_path = _plot(config, member.history, metric_name, member.output_dir, run_name, best_step, step, reason)
+            losses = trainer.history.losses[member.index]
+            summary = {
+                "stop": {"step": step, "reason": reason},
+                "final": {"step": member.history[-1]["step"], **final_metrics},
+                "best": {"step": best_step, "metric": metric_name, **best_metrics} if best_step else None,
+                "adapter": {"path": str(adapter_dir), "from_step": best_step or step},
+                "backend": "packed", "device": self.device, "base_model": self.model_path,
+                "last_train_loss": losses[-1] if losses else None, "tokens_seen": member.tokens_seen,
+                "train_seconds_this_session": round(time.perf_counter() - self._started, 2),
+                "resumed_from": self.resumed_from, "history": member.history,
+                "plot": str(plot_path) if plot_path else None,
+                "validation": validation.model_dump(),
+                "pack": {"pack_id": self.manifest.pack_id, "members": [m.trial_id for m in self.members]},
+            }
+            member.events.emit("done", step, reason=reason, best_step=best_step, adapter=str(adapter_dir))
+            metrics_path = member.output_dir / "metrics.json"
+            write_text_atomic(metrics_path, json.dumps(summary, indent=1))
+            member.finished = True
+            self._track_finish(member, summary, best_metrics, step, metrics_path, plot_path)
+
+    def _track_finish(self, member: _Member, summary: dict, best_metrics: dict, step: int, metrics_path: Path,
+                      plot_path) -> None:
+        tracker = member.tracker
+        validation = {f"validation/{task}_accuracy": t["accuracy"] for task, t in summary["validation"]["tasks"].items()}
+        tracker.log_metrics({f"best/{k}": v for k, v in best_metrics.items()} | validation | {"stop_step": step}, step)
+        tracker.log_artifact(metrics_path)
+        tracker.log_artifact(member.output_dir / "config.yaml")
+        if plot_path:
+            tracker.log_artifact(plot_path)
+        if member.config.training.tracking.mlflow.log_adapter:
+            tracker.log_artifact(member.output_dir / "final", "adapter")
+        tracker.finish("FINISHED")
+
+    def _cancel_requested(self, member: _Member) -> bool:
+        return (member.output_dir / CANCEL_FILE).exists()
+
+    def _drop_cancelled(self) -> None:
+        for member in self.members:
+            if member.ended or not self._cancel_requested(member):
+                continue
+            self.trainer.stop_trial(member.index)
+            member.cancelled = True
+            member.events.emit("done", self.trainer.step_index, reason="cancelled")
+            member.tracker.finish("KILLED")
+            log.info("pack %s: member %s cancelled at step %d", self.manifest.pack_id, member.trial_id,
+                     self.trainer.step_index)
+
+    def _close_cancelled_before_start(self) -> None:
+        """Members cancelled while no pack process ran still get their ``done`` line (once)."""
+        for member in self.members:
+            if member.finished or not self._cancel_requested(member):
+                continue
+            member.cancelled = True
+            path = member.output_dir / "events.jsonl"
+            last = _last_event(path)
+            if last is None or last.get("event") != "done":
+                events = EventLog(path)
+                events.emit("done", int(last.get("step", 0)) if last else 0, reason="cancelled")
+                events.close()
+
+    def _save(self, step: int) -> None:
+        """The whole pack's state to ``DIR/state.pt``, atomically."""
+        import torch
+
+        from spelltransfer.atomic import atomic_path
+
+        state = {"pack_id": self.manifest.pack_id, "step": step, "trainer": self.trainer.state_dict(),
+                 "members": {m.trial_id: m.state() for m in self.members}}
+        with atomic_path(self.state_path) as temp:
+            torch.save(state, temp)
+        for member in self.members:
+            if not member.ended:
+                member.events.emit("checkpoint", step, path=str(self.state_path))
+
+
+def run_pack(pack_dir: str | Path, resume: bool = False) -> dict[str, str]:
+    """Train one pack folder; returns ``{trial_id: finished|cancelled}``."""
+    return PackJob(pack_dir, resume).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spelltransfer.train.packed.job",
+                                     description="Train the trials listed in PACK_DIR/pack.json together (packed).")
+    parser.add_argument("--pack-dir", required=True, type=Path, help="The pack folder holding pack.json.")
+    parser.add_argument("--resume", action="store_true", help="Continue from PACK_DIR/state.pt.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        outcome = run_pack(args.pack_dir, args.resume)
+    except SpellTransferError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    log.info("pack %s done: %s", args.pack_dir, outcome)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
