@@ -146,11 +146,10 @@ def _packed(args) -> None:
                 trials = [TrialSpec(trial_id=f"t{i}", seed=i + 1, r=args.r, alpha=2 * args.r, lr=2e-4,
                                     batch_size=cfg["batch"], max_steps=10**6) for i in range(cfg["trials"])]
             trainer = PackedTrainer(model, tokenizer, train[:4000], trials, max_chunk_tokens=cfg["chunk_tokens"],
-                                    base_model_path=path, prepared=prepared,
-                                    layout="padded" if mode == "padded" else "auto", kernel="loop" if mode == "loop" else "auto",
-                                    cuda_graphs=mode == "graphs")
+                                    base_model_path=path, prepared=prepared, **PACKED_MODES[mode])
             row.update(layout_used=trainer.layout, kernel_used=trainer.kernel, r_max=trainer.weights.r_max,
-                       cuda_graphs=trainer.cuda_graphs)
+                       cuda_graphs=trainer.cuda_graphs, fused=trainer.fused is not None,
+                       compiled=bool(trainer.fused and trainer.fused.compiled))
             steps = args.steps if cfg["batch"] != "grid" else max(3, args.steps // 2)
             with common.Timer() as warm:
                 for _ in range(args.warmup):
@@ -188,32 +187,56 @@ def _packed(args) -> None:
         common.append_jsonl(args.rows, row)
 
 
+# How each packed mode builds its trainer: "graphs" is the default path (fused decoder, torch.compile,
+# CUDA graphs); the others take one piece away to show what it is worth.
+PACKED_MODES = {
+    "graphs": {"cuda_graphs": True},
+    "nocompile": {"cuda_graphs": True, "compile": False},
+    "unfused": {"cuda_graphs": True, "fused": False},
+    "eager": {"cuda_graphs": False},
+    "eager-unfused": {"cuda_graphs": False, "fused": False},
+    "padded": {"cuda_graphs": False, "layout": "padded", "fused": False},
+    "loop": {"cuda_graphs": False, "kernel": "loop", "fused": False},
+}
+
+
 def _graph_check(args, train, tokenizer, path, prepared) -> dict:
-    """The same 8 trials for 4 steps eager and graphed: per-trial losses must agree (bf16 noise)."""
+    """The same 8 trials for 4 steps in every mode of CHECK_MODES: per-trial losses against the
+    eager HF-decoder path (the one the CPU tests tie to PEFT) must agree to bf16 noise."""
     import torch
 
     from spelltransfer.models import load_model
     from spelltransfer.train.packed import PackedTrainer, sample_seed_grid
 
     trials = sample_seed_grid(8, seed=1)
-    losses = {}
-    for graphs in (False, True):
+    losses, out = {}, {}
+    for mode in ("eager-unfused",) + CHECK_MODES:
         try:
             model = load_model(args.model, dtype="auto", device=args.device)
             trainer = PackedTrainer(model, tokenizer, train[:4000], trials, max_chunk_tokens=8192, base_model_path=path,
-                                    prepared=prepared, cuda_graphs=graphs)
-            trainer.train(max_packed_steps=4)
-            losses[graphs] = trainer.history.losses
+                                    prepared=prepared, **PACKED_MODES[mode])
+            with common.Timer() as timer:
+                trainer.train(max_packed_steps=4)
+            losses[mode] = trainer.history.losses
+            out[f"seconds_{mode}"] = round(timer.seconds, 1)
+            out[f"compiled_{mode}"] = bool(trainer.fused and trainer.fused.compiled)
         except Exception as error:
             import traceback
 
             traceback.print_exc()
-            return {"error": f"graphs={graphs}: {type(error).__name__}: {str(error)[:300]}"}
+            out[f"error_{mode}"] = f"{type(error).__name__}: {str(error)[:300]}"
         finally:
             torch.cuda.empty_cache()
-    diffs = [abs(a - b) / max(abs(b), 1e-6) for la, lb in zip(losses[True], losses[False]) for a, b in zip(la, lb)]
-    return {"max_rel_loss_diff": max(diffs), "loss_step4_eager": [h[-1] for h in losses[False]],
-            "loss_step4_graphs": [h[-1] for h in losses[True]]}
+    ref = losses.get("eager-unfused")
+    for mode in CHECK_MODES:
+        if ref is not None and mode in losses:
+            out[f"max_rel_loss_diff_{mode}"] = max(abs(a - b) / max(abs(b), 1e-6)
+                                                   for la, lb in zip(losses[mode], ref) for a, b in zip(la, lb))
+    out["loss_step4"] = {mode: [round(h[-1], 4) for h in value] for mode, value in losses.items()}
+    return out
+
+
+CHECK_MODES = ("unfused", "eager", "nocompile", "graphs")
 
 
 def _summarise(rows_path: Path, out_dir: Path) -> list[dict]:
@@ -222,7 +245,7 @@ def _summarise(rows_path: Path, out_dir: Path) -> list[dict]:
     for r in rows:
         if "tokens_per_s" in r and r.get("batch") in hf:
             r["ratio_to_hf"] = r["tokens_per_s"] / hf[r["batch"]]
-    fields = ["backend", "trials", "batch", "chunk_tokens", "cuda_graphs", "layout_used", "kernel_used", "step_s", "tokens_per_s", "ratio_to_hf",
+    fields = ["backend", "trials", "batch", "chunk_tokens", "cuda_graphs", "fused", "compiled", "layout_used", "kernel_used", "warmup_s", "step_s", "tokens_per_s", "ratio_to_hf",
               "mfu_nominal", "mfu_executed", "padded_fraction", "peak_gb", "device", "error"]
     with open(out_dir / ".train_throughput.csv.tmp", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
@@ -255,7 +278,8 @@ def main(argv=None) -> int:
     parser.add_argument("--backends", default="hf,unsloth,packed")
     parser.add_argument("--batch-sizes", default="4,8,16,32,64,128,256")
     parser.add_argument("--packed-configs", default="1x32,8x32,64x4,64x16,64x32,64xgrid,64xgrid@65536,64xgrid:eager",
-                        help="packed runs as TRIALSxBATCH[:eager|padded|loop][@CHUNK_TOKENS], comma-separated")
+                        help="packed runs as TRIALSxBATCH[:MODE][@CHUNK_TOKENS], comma-separated; MODE one of "
+                             + ", ".join(PACKED_MODES) + " (default graphs)")
     parser.add_argument("--graph-check", action="store_true", help="first compare graphed and eager losses")
     parser.add_argument("--chunk-tokens", type=int, default=32768)
     parser.add_argument("--r", type=int, default=16)

@@ -85,19 +85,24 @@ def packed_attention_forward(module, query, key, value, attention_mask, scaling=
     if n_rep > 1:                           # GQA: kv head i serves q heads i*n_rep .. (i+1)*n_rep-1
         k = k.repeat_interleave(n_rep, dim=1)
         v = v.repeat_interleave(n_rep, dim=1)
+    return attend(q, k, v, cu, max_len, scaling).unsqueeze(0), None
+
+
+def attend(q, k, v, cu, max_len: int, scaling: float | None):
+    """Causal attention within each sequence of a packed stream: q/k/v ``[N, H, D]`` -> ``[N, H, D]``.
+
+    Variable-length FlashAttention on CUDA; elsewhere causal SDPA sequence by sequence (the reference).
+    """
     if q.is_cuda and _state["backend"] != "loop" and _varlen_fn() is not None:
         out = _call_varlen(q.contiguous(), k.contiguous(), v.contiguous(), cu, max_len, scaling)
-        if isinstance(out, tuple):
-            out = out[0]
-    else:
-        bounds = cu.tolist()
-        pieces = []
-        for start, end in zip(bounds[:-1], bounds[1:]):
-            if end > start:
-                qs, ks, vs = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
-                pieces.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scaling)[0].transpose(0, 1))
-        out = torch.cat(pieces)
-    return out.unsqueeze(0), None
+        return out[0] if isinstance(out, tuple) else out
+    bounds = cu.tolist()
+    pieces = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        if end > start:
+            qs, ks, vs = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+            pieces.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scaling)[0].transpose(0, 1))
+    return torch.cat(pieces)
 
 
 def register(backend: str | None = None) -> str:

@@ -68,7 +68,7 @@ class PackedTrainer:
                  target_modules: list[str] | None = None, max_seq_length: int = 128, max_chunk_tokens: int = 32768,
                  layout: str = "auto", kernel: str = "auto", base_model_path: str = "",
                  prepared: list[PreparedExample] | None = None, cuda_graphs: bool | str = "auto",
-                 max_scored_fraction: float = 0.3):
+                 max_scored_fraction: float = 0.3, fused: bool | str = "auto", compile: bool | str = "auto"):
         if not trials:
             raise ConfigError("trials: need at least one trial")
         ids = [t.trial_id for t in trials]
@@ -113,10 +113,30 @@ class PackedTrainer:
             raise ConfigError("cuda_graphs: needs CUDA, the varlen layout and the grouped kernel")
         self.cuda_graphs = bool(cuda_graphs)
         self._graph_runner = None
+        self.fused = self._fused_decoder(fused, compile)
         self.step_index = 0
         self.history = PackedHistory(losses=[[] for _ in trials])
         self.stopped: set[int] = set()   # trials ended before max_steps (stop_trial)
         self._pending: list[torch.Tensor] = []   # per-step loss vectors not yet copied to the host
+
+    def _fused_decoder(self, fused: bool | str, compile: bool | str):
+        """The fused decoder (fused.py) when asked for or, on ``auto``, when the model and layout allow it.
+
+        ``compile`` (torch.compile of the layer functions) needs fixed shapes, i.e. CUDA graphs:
+        eager chunks change size every step and would recompile.
+        """
+        from spelltransfer.train.packed.fused import FusedDecoder
+
+        why_not = FusedDecoder.supports(self.model) if self.layout == "varlen" else "the padded layout"
+        if fused == "auto":
+            fused = why_not is None
+        elif fused and why_not is not None:
+            raise ConfigError(f"fused: this run cannot use the fused decoder ({why_not})")
+        if compile == "auto":
+            compile = bool(fused) and self.cuda_graphs
+        elif compile and not fused:
+            raise ConfigError("compile: needs the fused decoder")
+        return FusedDecoder(self.model, self.weights, self.routing, compile=bool(compile)) if fused else None
 
     def _graphs(self):
         """The CUDA-graph runner, created on first use when enabled (see graphs.py)."""
@@ -162,12 +182,18 @@ class PackedTrainer:
     def loss_on_device(self, input_ids, position_ids, attention_mask, cu, max_len, predict_at, targets, weights, trial_of):
         """Weighted answer loss of one chunk (summed over trials) and its per-trial parts [K]."""
         body = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
+        if self.fused is not None:
+            hidden = self.fused.hidden(input_ids[0], position_ids[0], cu, max_len)
+            return self._answer_loss(hidden, predict_at, targets, weights, trial_of)
         if cu is not None:
             out = body(input_ids=input_ids, position_ids=position_ids, use_cache=False,
                        cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=max_len, max_length_k=max_len)
         else:
             out = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
+        return self._answer_loss(hidden, predict_at, targets, weights, trial_of)
+
+    def _answer_loss(self, hidden, predict_at, targets, weights, trial_of):
         logits = self.model.get_output_embeddings()(hidden.index_select(0, predict_at)).float()
         token_loss = F.cross_entropy(logits, targets, reduction="none") * weights
         per_trial = torch.zeros(len(self.trials), dtype=torch.float32, device=token_loss.device)
@@ -205,6 +231,20 @@ class PackedTrainer:
                 except Exception as error:  # noqa: BLE001
                     if graphs.graph is not None:
                         raise  # a replay failing is a real error
+                    if self.fused is not None and self.fused.compiled:
+                        log.warning("capture with torch.compile failed (%s: %s); capturing the eager fused decoder",
+                                    type(error).__name__, error)
+                        self.fused.disable_compile()
+                        self._graph_runner = None
+                        torch.cuda.synchronize()
+                        torch.cuda.empty_cache()
+                        graphs = self._graphs()
+                        n_real, n_scored = graphs.load(part)
+                        step_loss += graphs.run()
+                        tokens += n_real
+                        padded += graphs.n_tokens
+                        scored += n_scored
+                        continue
                     log.warning("CUDA graph capture failed (%s: %s); training on without graphs", type(error).__name__, error)
                     self.cuda_graphs, self._graph_runner, graphs = False, None, None
                     torch.cuda.synchronize()
