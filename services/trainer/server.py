@@ -1,8 +1,9 @@
 """TrainerService over ``spelltransfer.platform.worker.TrainerWorker``: parse, call, serialise.
 
-Run: ``spelltransfer platform trainer --work-dir DIR --port 50061 [--controller HOST:PORT] [--slots K]``.
-With ``--controller`` the worker registers itself (and re-registers every few seconds, so a
-restarted controller learns about it again).
+Run: ``spelltransfer platform trainer --work-dir DIR --port 50061 [--controller HOST:PORT] [--slots K]
+[--pack-size P]``. With ``--controller`` the worker registers itself (and re-registers every few
+seconds, so a restarted controller learns about it again) with its ``slots``; ``pack_size`` is the
+worker's own business (up to P of its K trials train as one packed process, docs/platform.md).
 """
 
 from __future__ import annotations
@@ -88,11 +89,12 @@ def _register_forever(controller: str, address: str, slots: int, stop: threading
 
 
 def serve(work_dir: str, host: str = "127.0.0.1", port: int = 0, slots: int = 1, controller: str | None = None,
-          advertise: str | None = None, register_every_s: float = 3.0):
+          advertise: str | None = None, register_every_s: float = 3.0, pack_size: int = 1,
+          pack_wait_s: float = 2.0):
     """Start the service; returns ``(server, port, stop)`` where ``stop()`` shuts everything down."""
     settings = SecuritySettings.from_env()
     server = make_server(settings)  # fails before any trial is resumed if the token is missing
-    worker = TrainerWorker(work_dir, slots=slots)
+    worker = TrainerWorker(work_dir, slots=slots, pack_size=pack_size, pack_wait_s=pack_wait_s)
     trainer_pb2_grpc.add_TrainerServiceServicer_to_server(TrainerServicer(worker), server)
     bound = bind(server, settings, f"{host}:{port}")
     server.start()
@@ -101,7 +103,8 @@ def serve(work_dir: str, host: str = "127.0.0.1", port: int = 0, slots: int = 1,
         address = advertise or f"{host}:{bound}"
         threading.Thread(target=_register_forever, args=(controller, address, slots, stop_registering, register_every_s),
                          daemon=True, name="register").start()
-    log.info("trainer worker on %s:%d (%d slot(s), work dir %s)", host, bound, slots, worker.work_dir)
+    log.info("trainer worker on %s:%d (%d slot(s), packs of up to %d, work dir %s)", host, bound, slots, pack_size,
+             worker.work_dir)
 
     def stop() -> None:
         stop_registering.set()

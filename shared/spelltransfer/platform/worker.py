@@ -11,6 +11,18 @@ only read and write the table. ``slots`` trials run at once; more are refused wi
 
 Run folders: ``WORK_DIR/runs/<trial_id>/`` (the training run folder of docs/architecture.md),
 with the child's stdout+stderr in ``train.log`` beside ``events.jsonl``.
+
+Pack mode (``pack_size`` P > 1): pending training trials whose configs may share one base model
+(``spelltransfer.train.packed.job.pack_key``) start together as one pack process -- up to
+min(P, free slots) of them, once that many are pending or the oldest has waited ``pack_wait_s``
+(the controller's StartTrial calls for K free slots arrive within moments of each other). A
+pack of one, and a config that cannot be packed, run alone as before. The pack's folder is
+``WORK_DIR/packs/<pack_id>/`` (``pack.json``, ``state.pt``, ``pack.log``); each member keeps its
+own run folder, and is SUCCEEDED as soon as its ``metrics.json`` and ``done`` line appear, while
+the pack trains on for the others. Slots still count trials. Cancelling a member writes
+``runs/<trial_id>/CANCEL`` (the pack drops it at its next step). After a restart the members that
+were running go back to PENDING with their ``pack_id`` and the same pack is relaunched, with
+``--resume`` once it has saved a state.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import sqlite3
 import subprocess
 import sys
@@ -53,6 +66,15 @@ CREATE TABLE IF NOT EXISTS trials (
   evaluate TEXT NOT NULL DEFAULT 'auto', phase TEXT NOT NULL DEFAULT 'train',
   created_at REAL NOT NULL, updated_at REAL NOT NULL)
 """
+# Columns added after the first release, added to existing worker.db files on open (name, definition).
+_MIGRATIONS = (
+    ("pack_id", "TEXT NOT NULL DEFAULT ''"),    # the pack a trial trains in ('' = alone)
+    ("pack_key", "TEXT NOT NULL DEFAULT ''"),   # which trials may share a pack ('' = none may)
+)
+PACKS_DIR = "packs"
+# The pack job's file names (spelltransfer.train.packed.job), repeated so reading them needs no torch.
+PACK_CANCEL_FILE = "CANCEL"
+PACK_STATE_FILE = "state.pt"
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,8 @@ class TrialRecord:
     phase: str
     created_at: float
     updated_at: float
+    pack_id: str = ""
+    pack_key: str = ""
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -93,6 +117,17 @@ class _Child:
     popen: subprocess.Popen
     cancel_sent_at: float | None = None
     offset: int = 0  # bytes of events.jsonl already read for last_step
+
+
+@dataclass
+class _Pack:
+    """One pack process and the members it is still training for this worker."""
+
+    popen: subprocess.Popen
+    pack_dir: Path
+    members: set[str]
+    offsets: dict[str, int]        # per member: bytes of events.jsonl already read
+    done_seen: set[str]            # members whose events.jsonl has a ``done`` line
 
 
 def default_train_command(config_path: str, overrides: list[str], output_dir: str, resume: bool) -> list[str]:
@@ -115,6 +150,20 @@ def default_validate(config_path: str, overrides: list[str]) -> None:
     load_training_config(config_path, list(overrides))
 
 
+def default_pack_command(pack_dir: str, resume: bool) -> list[str]:
+    """Train the members listed in ``pack_dir/pack.json`` as one process (spelltransfer.train.packed.job)."""
+    argv = [sys.executable, "-m", "spelltransfer.train.packed.job", "--pack-dir", pack_dir]
+    return argv + (["--resume"] if resume else [])
+
+
+def default_pack_key(config_path: str, overrides: list[str]) -> str | None:
+    """Trials with equal keys may train in one pack; None = this config trains alone."""
+    from spelltransfer.train.config import load_training_config
+    from spelltransfer.train.packed.job import pack_key
+
+    return pack_key(load_training_config(config_path, list(overrides)))
+
+
 class TrainerWorker:
     """Accept, run, follow and cancel training trials; survive restarts."""
 
@@ -122,9 +171,20 @@ class TrainerWorker:
                  train_command: Callable[[str, list[str], str, bool], list[str]] = default_train_command,
                  validate: Callable[[str, list[str]], None] = default_validate,
                  eval_command: Callable[[str, str], list[str]] = default_eval_command,
-                 poll_s: float = 0.2):
+                 poll_s: float = 0.2, pack_size: int = 1, pack_wait_s: float = 2.0,
+                 pack_command: Callable[[str, bool], list[str]] = default_pack_command,
+                 pack_key: Callable[[str, list[str]], str | None] = default_pack_key):
         if slots < 1:
             raise ConfigError(f"slots: must be >= 1 (got {slots})")
+        if pack_size < 1:
+            raise ConfigError(f"pack_size: must be >= 1 (got {pack_size})")
+        if pack_wait_s < 0:
+            raise ConfigError(f"pack_wait_s: must be >= 0 (got {pack_wait_s})")
+        self.pack_size, self.pack_wait_s = pack_size, pack_wait_s
+        self._pack_command, self._pack_key = pack_command, pack_key
+        self._packs: dict[str, _Pack] = {}
+        if pack_size > 1:
+            import spelltransfer.train.packed.job  # noqa: F401  (torch: imported now, not in the first StartTrial)
         self.work_dir = Path(work_dir).resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.slots = slots
@@ -135,6 +195,7 @@ class TrainerWorker:
         self._db = sqlite3.connect(self.work_dir / "worker.db", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
+        self._migrate()
         self._columns = [d[0] for d in self._db.execute("SELECT * FROM trials LIMIT 0").description]
         self._lock = threading.RLock()
         self._children: dict[str, _Child] = {}
@@ -163,13 +224,14 @@ class TrainerWorker:
             self._validate(config_path, list(overrides))
             if self._busy() >= self.slots:
                 raise ResourceExhaustedError(f"worker busy: {self.slots} slot(s), all running trials")
+            key = (self._pack_key(config_path, list(overrides)) or "") if self.pack_size > 1 else ""
             now = time.time()
             output_dir = str(self.work_dir / "runs" / trial_id)
             self._db.execute(
                 "INSERT INTO trials (trial_id, state, config_path, overrides, labels, output_dir, evaluate,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, updated_at, pack_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (trial_id, PENDING, str(Path(config_path).resolve()), json.dumps(list(overrides)),
-                 json.dumps(dict(labels or {})), output_dir, evaluate, now, now))
+                 json.dumps(dict(labels or {})), output_dir, evaluate, now, now, key))
         self._wake.set()
         return self.get_trial(trial_id)
 
@@ -191,7 +253,11 @@ class TrainerWorker:
             record = self.get_trial(trial_id)
             if record.state in TERMINAL:
                 return record
-            if record.state == PENDING and trial_id not in self._children:
+            if record.pack_id and record.phase == "train":
+                # The pack process drops it at its next step; the others train on.
+                _touch(Path(record.output_dir) / PACK_CANCEL_FILE)
+                self._update(trial_id, state=CANCELLED, stop_reason="cancelled", cancel_requested=1)
+            elif record.state == PENDING and trial_id not in self._children:
                 self._update(trial_id, state=CANCELLED, stop_reason="cancelled", cancel_requested=1)
             else:
                 self._update(trial_id, cancel_requested=1)
@@ -229,7 +295,7 @@ class TrainerWorker:
         self._wake.set()
         self._supervisor.join(timeout=10)
         if stop_children:
-            for child in list(self._children.values()):
+            for child in list(self._children.values()) + list(self._packs.values()):
                 process.stop_group(child.popen.pid, grace_s=CANCEL_GRACE_S)
                 child.popen.wait()
 
@@ -257,13 +323,17 @@ class TrainerWorker:
                 steps = [int(e["step"]) for e in events if isinstance(e.get("step"), (int, float))]
                 if steps and max(steps) != record.last_step:
                     self._update(trial_id, last_step=max(steps))
+        self._tick_packs()
         for record in self.list_trials(active_only=True):
-            if record.trial_id in self._children or len(self._children) >= self.slots:
+            if record.trial_id in self._children or self._in_pack(record.trial_id) or self._running() >= self.slots:
                 continue
             if record.cancel_requested:
                 self._update(record.trial_id, state=CANCELLED, stop_reason="cancelled")
                 continue
+            if self._packable(record):
+                continue  # started by _launch_packs, with others
             self._launch(record)
+        self._launch_packs()
 
     def _launch(self, record: TrialRecord) -> None:
         output_dir = Path(record.output_dir)
@@ -344,18 +414,135 @@ class TrainerWorker:
         tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
         return f"exit {returncode}: {tail.strip().splitlines()[-1] if tail.strip() else 'no output'}"
 
+    # ---- packs (supervisor thread) ----
+
+    def _running(self) -> int:
+        """Trials occupying a slot now: lone children plus every pack's unfinished members."""
+        return len(self._children) + sum(len(pack.members) for pack in self._packs.values())
+
+    def _in_pack(self, trial_id: str) -> bool:
+        return any(trial_id in pack.members for pack in self._packs.values())
+
+    def _packable(self, record: TrialRecord) -> bool:
+        """Trains in a pack: already assigned to one (a relaunch), or pack mode and a pack key."""
+        return record.phase == "train" and bool(record.pack_id or (self.pack_size > 1 and record.pack_key))
+
+    def _pack_dir(self, pack_id: str) -> Path:
+        return self.work_dir / PACKS_DIR / pack_id
+
+    def _launch_packs(self) -> None:
+        """Relaunch packs interrupted by a restart, then start new packs of compatible pending trials."""
+        pending = [r for r in self.list_trials(active_only=True)
+                   if r.state == PENDING and not r.cancel_requested and self._packable(r)
+                   and r.trial_id not in self._children and not self._in_pack(r.trial_id)]
+        interrupted: dict[str, list[TrialRecord]] = {}
+        fresh: dict[str, list[TrialRecord]] = {}
+        for record in pending:
+            if record.pack_id:
+                interrupted.setdefault(record.pack_id, []).append(record)
+            else:
+                fresh.setdefault(record.pack_key, []).append(record)
+        for pack_id, members in interrupted.items():
+            if pack_id in self._packs or (self._running() and self._running() + len(members) > self.slots):
+                continue
+            self._launch_pack(pack_id, members)
+        for group in sorted(fresh.values(), key=lambda g: g[0].created_at):
+            free = self.slots - self._running()
+            if free <= 0:
+                break
+            want = min(self.pack_size, free)
+            if len(group) < want and time.time() - group[0].created_at < self.pack_wait_s:
+                continue  # wait a moment for the rest of the pack
+            members = group[:want]
+            if len(members) == 1:
+                self._launch(members[0])  # a pack of one trains alone, the ordinary way
+            else:
+                self._launch_pack(f"pack-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}", members)
+
+    def _launch_pack(self, pack_id: str, to_run: list[TrialRecord]) -> None:
+        """Start (or restart) one pack process for ``to_run``; the table says so before it starts."""
+        from spelltransfer.train.packed.job import PackManifest, PackMember, write_manifest
+
+        for record in to_run:
+            if record.pack_id != pack_id:
+                self._update(record.trial_id, pack_id=pack_id)
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM trials WHERE pack_id = ?", (pack_id,)).fetchall()
+        # Every member ever in the pack, in a fixed order: a relaunch must list the same trials in the
+        # same order as the saved state (finished and cancelled members are skipped by the job).
+        everyone = sorted((self._record(row) for row in rows), key=lambda r: (r.created_at, r.trial_id))
+        pack_dir = self._pack_dir(pack_id)
+        write_manifest(pack_dir, PackManifest(pack_id=pack_id, members=[
+            PackMember(trial_id=r.trial_id, config_path=r.config_path, overrides=r.overrides, output_dir=r.output_dir)
+            for r in everyone]))
+        resume = (pack_dir / PACK_STATE_FILE).is_file()
+        popen = process.spawn(self._pack_command(str(pack_dir), resume), pack_dir / "pack.log", env=_child_env(to_run[0]))
+        self._packs[pack_id] = _Pack(popen, pack_dir, {r.trial_id for r in to_run}, {}, set())
+        for record in to_run:
+            self._update(record.trial_id, state=RUNNING, pgid=popen.pid, launches=record.launches + 1)
+        log.info("pack %s: %d trial(s) %s, pid %d (%s)", pack_id, len(to_run), ", ".join(r.trial_id for r in to_run),
+                 popen.pid, "resume" if resume else "fresh")
+
+    def _tick_packs(self) -> None:
+        """Finish members whose metrics.json and ``done`` line appeared; when a pack exits, the rest."""
+        for pack_id, pack in list(self._packs.items()):
+            for trial_id in sorted(pack.members):
+                record = self.get_trial(trial_id)
+                if record.state in TERMINAL:  # cancelled meanwhile: the pack drops it on its own
+                    pack.members.discard(trial_id)
+                    continue
+                output_dir = Path(record.output_dir)
+                events, pack.offsets[trial_id] = read_new_lines(output_dir / "events.jsonl", pack.offsets.get(trial_id, 0))
+                steps = [int(e["step"]) for e in events if isinstance(e.get("step"), (int, float))]
+                if steps and max(steps) != record.last_step:
+                    self._update(trial_id, last_step=max(steps))
+                if any(e.get("event") == "done" for e in events):
+                    pack.done_seen.add(trial_id)
+                if trial_id in pack.done_seen and (output_dir / "metrics.json").is_file():
+                    pack.members.discard(trial_id)
+                    self._finish(self.get_trial(trial_id), 0)
+            if pack.popen.poll() is None:
+                continue
+            del self._packs[pack_id]
+            for trial_id in sorted(pack.members):
+                record = self.get_trial(trial_id)
+                if record.state not in TERMINAL:
+                    self._finish_pack_member(record, pack.popen.returncode, pack.pack_dir)
+            log.info("pack %s: exited with %s", pack_id, pack.popen.returncode)
+
+    def _finish_pack_member(self, record: TrialRecord, returncode: int, pack_dir: Path) -> None:
+        """A member still open when its pack exited: the usual finish, with the pack's log as the error."""
+        output_dir = Path(record.output_dir)
+        events, _ = read_new_lines(output_dir / "events.jsonl", 0)
+        if returncode != 0 and not record.cancel_requested and not any(e.get("event") == "error" for e in events):
+            log_path = pack_dir / "pack.log"
+            tail = log_path.read_text(errors="replace")[-2000:].strip() if log_path.exists() else ""
+            error = f"pack {pack_dir.name} exit {returncode}: {tail.splitlines()[-1] if tail else 'no output'}"
+            self._update(record.trial_id, state=FAILED, error=error, last_step=last_step(output_dir), pgid=None)
+            return
+        self._finish(record, returncode)
+
     # ---- restart recovery ----
 
     def _recover(self) -> None:
         """Trials that were running when the worker died go back to PENDING and resume."""
         for record in self.list_trials(active_only=True):
-            if record.pgid and process.group_alive(record.pgid) and record.output_dir in process.cmdline(record.pgid):
+            # A packed member's process is its pack's: its command line names the pack folder.
+            marker = str(self._pack_dir(record.pack_id)) if record.pack_id and record.phase == "train" else record.output_dir
+            if record.pgid and process.group_alive(record.pgid) and marker in process.cmdline(record.pgid):
                 log.warning("trial %s: stopping orphaned process group %d", record.trial_id, record.pgid)
                 process.stop_group(record.pgid, grace_s=2.0)
             if record.state == RUNNING:
                 self._update(record.trial_id, state=PENDING, pgid=None)
 
     # ---- table helpers ----
+
+    def _migrate(self) -> None:
+        """Add the columns a worker.db from an older release lacks (values: their defaults)."""
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(trials)")}
+        for name, definition in _MIGRATIONS:
+            if name not in present:
+                self._db.execute(f"ALTER TABLE trials ADD COLUMN {name} {definition}")
 
     def _busy(self) -> int:
         return self._db.execute(
@@ -387,6 +574,11 @@ def _child_env(record: TrialRecord) -> dict[str, str]:
         env["WANDB_RUN_GROUP"] = sweep
         env["WANDB_JOB_TYPE"] = SWEEP_JOB_TYPES.get(record.phase, record.phase)
     return env
+
+
+def _touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
 
 
 def _read_json(path: Path) -> dict | None:
