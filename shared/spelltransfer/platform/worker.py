@@ -463,10 +463,14 @@ class TrainerWorker:
         """Start (or restart) one pack process for ``to_run``; the table says so before it starts."""
         from spelltransfer.train.packed.job import PackManifest, PackMember, write_manifest
 
-        for record in to_run:
-            if record.pack_id != pack_id:
-                self._update(record.trial_id, pack_id=pack_id)
-        with self._lock:
+        with self._lock:  # against cancel_trial: a member is either cancelled before joining, or gets a CANCEL file
+            to_run = [r for r in (self._get(r.trial_id) for r in to_run)
+                      if r is not None and r.state == PENDING and not r.cancel_requested]
+            if not to_run:
+                return
+            for record in to_run:
+                if record.pack_id != pack_id:
+                    self._update(record.trial_id, pack_id=pack_id)
             rows = self._db.execute("SELECT * FROM trials WHERE pack_id = ?", (pack_id,)).fetchall()
         # Every member ever in the pack, in a fixed order: a relaunch must list the same trials in the
         # same order as the saved state (finished and cancelled members are skipped by the job).
@@ -478,8 +482,11 @@ class TrainerWorker:
         resume = (pack_dir / PACK_STATE_FILE).is_file()
         popen = process.spawn(self._pack_command(str(pack_dir), resume), pack_dir / "pack.log", env=_child_env(to_run[0]))
         self._packs[pack_id] = _Pack(popen, pack_dir, {r.trial_id for r in to_run}, {}, set())
-        for record in to_run:
-            self._update(record.trial_id, state=RUNNING, pgid=popen.pid, launches=record.launches + 1)
+        with self._lock:
+            for record in to_run:  # a member cancelled meanwhile stays CANCELLED (the pack drops it)
+                self._db.execute("UPDATE trials SET state = ?, pgid = ?, launches = launches + 1, updated_at = ?"
+                                 " WHERE trial_id = ? AND state = ?", (RUNNING, popen.pid, time.time(), record.trial_id,
+                                                                     PENDING))
         log.info("pack %s: %d trial(s) %s, pid %d (%s)", pack_id, len(to_run), ", ".join(r.trial_id for r in to_run),
                  popen.pid, "resume" if resume else "fresh")
 
