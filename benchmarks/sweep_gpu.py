@@ -39,7 +39,9 @@ def train_packed(args, train, trials, path, tokenizer):
     from spelltransfer.train.packed import PackedTrainer
 
     model = load_model(args.model, dtype="auto", device=args.device)
-    trainer = PackedTrainer(model, tokenizer, train, trials, max_chunk_tokens=args.chunk_tokens, base_model_path=path)
+    modes = {"graphs": {}, "nocompile": {"compile": False}, "unfused": {"fused": False}}
+    trainer = PackedTrainer(model, tokenizer, train, trials, max_chunk_tokens=args.chunk_tokens, base_model_path=path,
+                            **modes[args.mode])
     state_path = Path(args.state)
     resumed_at = 0
     previous_seconds = 0.0
@@ -72,7 +74,9 @@ def train_packed(args, train, trials, path, tokenizer):
                "tokens_this_run": sum(s.tokens for s in steps), "padded_tokens_this_run": sum(s.padded_tokens for s in steps),
                "scored_tokens_this_run": sum(s.scored_tokens for s in steps), "resumed_at": resumed_at,
                "peak_gb": common.peak_gb(), "layout": trainer.layout, "kernel": trainer.kernel,
-               "chunk_tokens": args.chunk_tokens, "r_max": trainer.weights.r_max}
+               "chunk_tokens": args.chunk_tokens, "r_max": trainer.weights.r_max, "mode": args.mode,
+               "cuda_graphs": trainer.cuda_graphs, "fused": trainer.fused is not None,
+               "compiled": bool(trainer.fused and trainer.fused.compiled)}
     summary["tokens_per_s"] = summary["tokens_this_run"] / seconds
     if not trainer.done():
         state = trainer.state_dict()
@@ -212,6 +216,9 @@ def main(argv=None) -> int:
     parser.add_argument("--time-budget", type=float, default=None, help="stop training after this many seconds (state saved)")
     parser.add_argument("--state", default="/tmp/sweep_gpu_state.pt")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--mode", choices=("graphs", "nocompile", "unfused"), default="graphs",
+                        help="graphs: fused decoder + torch.compile + CUDA graphs (default); nocompile: without "
+                             "torch.compile; unfused: the HF decoder with MultiLoRALinear (session-1 path)")
     parser.add_argument("--eval-per-task", type=int, default=100)
     parser.add_argument("--eval-rows", type=int, default=8192)
     parser.add_argument("--eval-if-unfinished", action="store_true", help="evaluate even when the budget stopped training")

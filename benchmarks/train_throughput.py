@@ -236,7 +236,7 @@ def _graph_check(args, train, tokenizer, path, prepared) -> dict:
     return out
 
 
-CHECK_MODES = ("unfused", "eager", "nocompile", "graphs")
+CHECK_MODES = ("unfused", "eager", "graphs")
 
 
 def _summarise(rows_path: Path, out_dir: Path) -> list[dict]:
@@ -287,7 +287,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-extra", action="store_true", help="skip the layout/kernel/seed-grid packed variants")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--length-grouped", action="store_true", default=True)
+    parser.add_argument("--length-grouped", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--timeout", type=int, default=300, help="seconds per backend subprocess")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--rows", default=None, help=argparse.SUPPRESS)
