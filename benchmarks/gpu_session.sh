@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU session of issue 7, in stages, one `device` call each (the machine keeps /tmp only while
 # warm, and one call carries at most 64 MiB: wheels, then the two halves of the GGUF).
-#   stage1  carry .whl .gpudata   : Unsloth/pydantic wheels -> /tmp/site, dataset -> /tmp/data
+#   stage1  carry .whl .gpudata   : Unsloth/pydantic wheels -> /tmp/site, dataset -> /tmp/data;
+#                                   fused_selfcheck.py (random 4-layer model: every packed mode vs eager HF path)
 #   stage2  carry .gguf           : part00 -> /tmp/gguf
 #   stage3  carry .gguf           : part01, the GGUF; train_throughput.py (graph check + hf vs packed
 #                                   modes), then the 64-trial sweep until the call's time is used
@@ -24,6 +25,7 @@ stage1)
   mkdir -p /tmp/data /tmp/gguf && cp .gpudata/*.jsonl /tmp/data/ && wc -l /tmp/data/*.jsonl
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__)"
+  timeout 240 python3 benchmarks/fused_selfcheck.py 2>&1 | quiet | tee $OUT/selfcheck.log
   ;;
 stage2)
   cp .gguf/part00 /tmp/gguf/ && ls -la /tmp/gguf
