@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tol", type=float, default=3e-2)
     parser.add_argument("--chunk-tokens", type=int, default=8192)
     parser.add_argument("--device", default="cuda", help="cpu: a smoke test of the eager modes only")
+    parser.add_argument("--lr", type=float, default=1e-3, help="large enough that the losses move (e.g. 2e-2)")
+    parser.add_argument("--modes", default=None, help="comma-separated subset of the modes (eager-unfused is the reference)")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -42,7 +44,7 @@ def main(argv=None) -> int:
         answer = np.arange(n - 11, n - 1)
         examples.append(PreparedExample(ids, answer, ids[answer + 1]))
     trials = [TrialSpec(trial_id=f"t{i}", seed=i + 1, r=[4, 8, 16, 32][i % 4], alpha=[8, 16, 32, 64][i % 3],
-                        lr=1e-3, batch_size=[4, 8, 16, 32][i % 4] * (2 if i % 2 else 1), grad_accum=2 if i % 2 else 1,
+                        lr=args.lr, batch_size=[4, 8, 16, 32][i % 4] * (2 if i % 2 else 1), grad_accum=2 if i % 2 else 1,
                         max_steps=args.steps + 3) for i in range(8)]
     config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=args.layers,
                          num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=2048,
@@ -51,6 +53,8 @@ def main(argv=None) -> int:
     modes = {"eager-unfused": {"cuda_graphs": False, "fused": False}, "eager": {"cuda_graphs": False},
              "unfused": {"cuda_graphs": True, "fused": False}, "nocompile": {"cuda_graphs": True, "compile": False},
              "graphs": {"cuda_graphs": True}}
+    if args.modes:
+        modes = {m: modes[m] for m in ["eager-unfused"] + [m for m in args.modes.split(",") if m != "eager-unfused"]}
     losses, rows = {}, []
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     for mode, kwargs in modes.items():

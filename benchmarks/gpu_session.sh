@@ -45,6 +45,19 @@ stage3)
       --state /tmp/sweep_state.pt --adapters /tmp/adapters --eval-per-task 200 "$@" 2>&1 | quiet | tee $OUT/sweep1.log
   fi
   ;;
+diag)   # carry .whl2 (the small wheels) .gguf/part00: gradient check of every fused variant, then the
+        # loss check with a learning rate large enough that a wrong backward shows
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl2/*.whl || exit 3
+  mkdir -p /tmp/data /tmp/gguf && cp .gpudata/*.jsonl /tmp/data/ && cp .gguf/part00 /tmp/gguf/
+  timeout 200 python3 benchmarks/fused_gradcheck.py --tokens 8192 2>&1 | quiet | tee $OUT/gradcheck.log
+  timeout 150 python3 benchmarks/fused_selfcheck.py --lr 0.02 --modes graphs 2>&1 | quiet | tee $OUT/selfcheck.log
+  ;;
+realcheck)  # carry .gguf/part01: the real model, graph check (8 trials, 4 steps) and the 64-trial grid step
+  cat /tmp/gguf/part00 .gguf/part01 > $SPELLTRANSFER_SMOLLM2_GGUF && sha256sum $SPELLTRANSFER_SMOLLM2_GGUF | cut -c1-16
+  python3 -m spelltransfer.models.base_model 2>&1 | tail -1
+  timeout 300 python3 benchmarks/train_throughput.py --data /tmp/data --out $OUT --backends packed \
+    --packed-configs 64xgrid --steps 5 --warmup 2 --graph-check --timeout 280 "$@" 2>&1 | quiet | tee $OUT/bench.log
+  ;;
 sweep)
   python3 benchmarks/sweep_gpu.py --data /tmp/data --out $OUT --resume --state /tmp/sweep_state.pt \
     --adapters /tmp/adapters --eval-per-task 200 "$@" 2>&1 | quiet | tee $OUT/sweep_$(date +%H%M%S).log

@@ -53,34 +53,85 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def _lora(x, a_parts, b_parts, scales, offsets, ends, kernel: str):
-    """``x @ A^T @ B^T * scale`` per trial, for one or several projections sharing the input ``x``.
+def lora_operands(a_parts, b_parts, scales, dtype):
+    """The grouped GEMMs' operands for one or several projections sharing an input.
 
-    ``a_parts[i]``: [K, R, in], ``b_parts[i]``: [K, out_i, R]. Several parts run as one grouped
-    GEMM over the stacked A's and one over the block-diagonal B's; the output is the parts'
-    outputs side by side ([N, sum out_i]).
+    ``a_parts[i]``: [K, R, in], ``b_parts[i]``: [K, out_i, R] (fp32 views of the flat buffer).
+    Returns A stacked to [K, P*R, in] and B block-diagonal [K, sum out_i, P*R] (scale folded in),
+    both in ``dtype``. Run eagerly, outside ``torch.compile``: the adapters are views of one
+    buffer, and compiled functions must not take aliased inputs (AOTAutograd's synthetic-base
+    handling of aliased inputs returned wrong adapter gradients, ~100 % off, on torch 2.11/2.13).
     """
-    dtype = x.dtype
     n_trials, rank = a_parts[0].shape[0], a_parts[0].shape[1]
-    a = (a_parts[0] if len(a_parts) == 1 else torch.cat(a_parts, dim=1)).to(dtype)      # [K, P*R, in]
+    a = (a_parts[0] if len(a_parts) == 1 else torch.cat(a_parts, dim=1)).to(dtype)
     scale = scales.view(-1, 1, 1)
     if len(b_parts) == 1:
-        b = (b_parts[0] * scale).to(dtype)                                                 # [K, out, R]
-    else:
-        outs = [p.shape[1] for p in b_parts]
-        rows = []
-        for i, part in enumerate(b_parts):
-            pieces = []
-            if i:
-                pieces.append(part.new_zeros(n_trials, outs[i], rank * i))
-            pieces.append(part * scale)
-            if i < len(b_parts) - 1:
-                pieces.append(part.new_zeros(n_trials, outs[i], rank * (len(b_parts) - 1 - i)))
-            rows.append(torch.cat(pieces, dim=2))
-        b = torch.cat(rows, dim=1).to(dtype)                                               # [K, sum out, P*R]
+        return a, (b_parts[0] * scale).to(dtype)
+    outs = [p.shape[1] for p in b_parts]
+    rows = []
+    for i, part in enumerate(b_parts):
+        pieces = []
+        if i:
+            pieces.append(part.new_zeros(n_trials, outs[i], rank * i))
+        pieces.append(part * scale)
+        if i < len(b_parts) - 1:
+            pieces.append(part.new_zeros(n_trials, outs[i], rank * (len(b_parts) - 1 - i)))
+        rows.append(torch.cat(pieces, dim=2))
+    return a, torch.cat(rows, dim=1).to(dtype)
+
+
+@torch.library.custom_op("spelltransfer::grouped_mm", mutates_args=())
+def grouped_mm(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """``torch._grouped_mm(x [N, a], w [K, a, b], offs)`` as an opaque op: ``torch.compile`` calls
+    the aten kernel instead of lowering it (see ``GROUPED_MM`` below)."""
+    return torch._grouped_mm(x, w, offs=offsets)
+
+
+@grouped_mm.register_fake
+def _(x, w, offsets):
+    return x.new_empty(x.shape[0], w.shape[2])
+
+
+@torch.library.custom_op("spelltransfer::grouped_mm_weight_grad", mutates_args=())
+def grouped_mm_weight_grad(x: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """d(loss)/dw of ``grouped_mm``: per group ``x_k^T @ grad_k`` -> [K, a, b]."""
+    return torch._grouped_mm(x.t(), grad, offs=offsets)
+
+
+@grouped_mm_weight_grad.register_fake
+def _(x, grad, offsets):
+    return x.new_empty(offsets.shape[0], x.shape[1], grad.shape[1])
+
+
+def _grouped_mm_setup(ctx, inputs, output):
+    x, w, offsets = inputs
+    ctx.save_for_backward(x, w, offsets)
+
+
+def _grouped_mm_backward(ctx, grad):
+    x, w, offsets = ctx.saved_tensors
+    grad_x = grouped_mm(grad, w.transpose(1, 2), offsets) if ctx.needs_input_grad[0] else None
+    grad_w = grouped_mm_weight_grad(x, grad, offsets) if ctx.needs_input_grad[1] else None
+    return grad_x, grad_w, None
+
+
+grouped_mm.register_autograd(_grouped_mm_backward, setup_context=_grouped_mm_setup)
+
+# Which grouped GEMM the LoRA products call: "op" (the opaque op above) or "aten" (torch._grouped_mm).
+GROUPED_MM = {"impl": "op"}
+
+
+def _gmm(x, w, offsets):
+    if GROUPED_MM["impl"] == "op":
+        return grouped_mm(x, w, offsets)
+    return torch._grouped_mm(x, w, offs=offsets)
+
+
+def _lora(x, a, b, offsets, ends, kernel: str):
+    """``x @ A_k^T @ B_k^T`` for the tokens of each trial k (operands from ``lora_operands``)."""
     if kernel == "grouped":
-        h = torch._grouped_mm(x, a.transpose(1, 2), offs=offsets)
-        return torch._grouped_mm(h, b.transpose(1, 2), offs=offsets)
+        h = _gmm(x, a.transpose(1, 2), offsets)
+        return _gmm(h, b.transpose(1, 2), offsets)
     pieces, start = [], 0
     for k, end in enumerate(ends):
         if end > start:
@@ -89,11 +140,11 @@ def _lora(x, a_parts, b_parts, scales, offsets, ends, kernel: str):
     return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
 
 
-def pre_attention(x, ln_w, w_qkv, aq, ak, av, bq, bk, bv, scales, offsets, cos, sin, *,
+def pre_attention(x, ln_w, w_qkv, a_qkv, b_qkv, offsets, cos, sin, *,
                   eps: float, n_heads: int, n_kv: int, head_dim: int, kernel: str, ends=None):
     """x [N, d] -> q, k, v [N, H, D] (RoPE applied, k/v repeated to H heads)."""
     h = _rms_norm(x, ln_w, eps)
-    qkv = h @ w_qkv.T + _lora(h, [aq, ak, av], [bq, bk, bv], scales, offsets, ends, kernel)
+    qkv = h @ w_qkv.T + _lora(h, a_qkv, b_qkv, offsets, ends, kernel)
     q_size, kv_size = n_heads * head_dim, n_kv * head_dim
     q = qkv[:, :q_size].view(-1, n_heads, head_dim)
     k = qkv[:, q_size:q_size + kv_size].view(-1, n_kv, head_dim)
@@ -107,15 +158,15 @@ def pre_attention(x, ln_w, w_qkv, aq, ak, av, bq, bk, bv, scales, offsets, cos, 
     return q.contiguous(), k.contiguous(), v.contiguous()
 
 
-def post_attention(x, attn, w_o, ao, bo, ln_w, w_gu, ag, au, bg, bu, w_down, ad, bd, scales, offsets, *,
+def post_attention(x, attn, w_o, a_o, b_o, ln_w, w_gu, a_gu, b_gu, w_down, a_d, b_d, offsets, *,
                    eps: float, intermediate: int, kernel: str, ends=None):
     """Residual stream after o_proj and the MLP, each with its trial's LoRA."""
     attn = attn.reshape(attn.shape[0], -1)
-    x = x + attn @ w_o.T + _lora(attn, [ao], [bo], scales, offsets, ends, kernel)
+    x = x + attn @ w_o.T + _lora(attn, a_o, b_o, offsets, ends, kernel)
     h = _rms_norm(x, ln_w, eps)
-    gu = h @ w_gu.T + _lora(h, [ag, au], [bg, bu], scales, offsets, ends, kernel)
+    gu = h @ w_gu.T + _lora(h, a_gu, b_gu, offsets, ends, kernel)
     m = F.silu(gu[:, :intermediate]) * gu[:, intermediate:]
-    return x + m @ w_down.T + _lora(m, [ad], [bd], scales, offsets, ends, kernel)
+    return x + m @ w_down.T + _lora(m, a_d, b_d, offsets, ends, kernel)
 
 
 class FusedDecoder:
@@ -196,18 +247,20 @@ class FusedDecoder:
         n = input_ids.shape[0]
         offsets = self.routing.offsets(n, x.device) if self.kernel == "grouped" else None
         ends = None if self.kernel == "grouped" else self.routing.ends(n)
-        a, b, scales = w.lora_A, w.lora_B, w.scales
+        a, b, scales, dt = w.lora_A, w.lora_B, w.scales, x.dtype
         for layer in self.layers:
             i = layer["idx"]
-            q, k, v = self._pre(x, layer["ln1"], layer["w_qkv"], a[i["q_proj"]], a[i["k_proj"]], a[i["v_proj"]],
-                                b[i["q_proj"]], b[i["k_proj"]], b[i["v_proj"]], scales, offsets, cos, sin,
+            a_qkv, b_qkv = lora_operands([a[i["q_proj"]], a[i["k_proj"]], a[i["v_proj"]]],
+                                         [b[i["q_proj"]], b[i["k_proj"]], b[i["v_proj"]]], scales, dt)
+            a_o, b_o = lora_operands([a[i["o_proj"]]], [b[i["o_proj"]]], scales, dt)
+            a_gu, b_gu = lora_operands([a[i["gate_proj"]], a[i["up_proj"]]], [b[i["gate_proj"]], b[i["up_proj"]]], scales, dt)
+            a_d, b_d = lora_operands([a[i["down_proj"]]], [b[i["down_proj"]]], scales, dt)
+            q, k, v = self._pre(x, layer["ln1"], layer["w_qkv"], a_qkv, b_qkv, offsets, cos, sin,
                                 eps=self.eps, n_heads=self.n_heads, n_kv=self.n_kv, head_dim=self.head_dim,
                                 kernel=self.kernel, ends=ends)
             out = attention.attend(q, k, v, cu, max_len, self.scaling)
-            x = self._post(x, out, layer["w_o"], a[i["o_proj"]], b[i["o_proj"]], layer["ln2"], layer["w_gu"],
-                           a[i["gate_proj"]], a[i["up_proj"]], b[i["gate_proj"]], b[i["up_proj"]], layer["w_down"],
-                           a[i["down_proj"]], b[i["down_proj"]], scales, offsets,
-                           eps=self.eps, intermediate=self.intermediate, kernel=self.kernel, ends=ends)
+            x = self._post(x, out, layer["w_o"], a_o, b_o, layer["ln2"], layer["w_gu"], a_gu, b_gu, layer["w_down"],
+                           a_d, b_d, offsets, eps=self.eps, intermediate=self.intermediate, kernel=self.kernel, ends=ends)
         return self.body.norm(x)
 
 
