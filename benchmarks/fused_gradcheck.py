@@ -49,8 +49,11 @@ def main(argv=None) -> int:
     scored = torch.randperm(n, generator=g)[: n // 5].sort().values
     targets = torch.randint(3, 49152, (scored.numel(),), generator=g)
 
-    def run(dtype, kernel, compile_, impl):
+    from spelltransfer.train.packed import attention
+
+    def run(dtype, kernel, compile_, impl, only=None):
         fused.GROUPED_MM["impl"] = impl
+        attention._state["backend"] = "loop" if dtype == torch.float32 else None  # FlashAttention has no fp32
         torch.manual_seed(0)
         model = LlamaForCausalLM(config).to(dev, dtype)
         weights, routing = inject_multi_lora(model, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -65,7 +68,11 @@ def main(argv=None) -> int:
                 for a, b in zip(weights.lora_A, weights.lora_B):
                     a[k, rank:] = 0
                     b[k, :, rank:] = 0
-        decoder = fused.FusedDecoder(model, weights, routing, compile=compile_)
+        decoder = fused.FusedDecoder(model, weights, routing, compile=compile_ and only is None)
+        if only == "pre":
+            decoder._pre = torch.compile(fused.pre_attention, dynamic=False, fullgraph=True)
+        elif only == "post":
+            decoder._post = torch.compile(fused.post_attention, dynamic=False, fullgraph=True)
         routing.set_token_ends(ends, torch.tensor(ends, dtype=torch.int32, device=dev))
         hidden = decoder.hidden(ids.to(dev), pos.to(dev), cu.to(dev), int(lengths.max()))
         logits = model.get_output_embeddings()(hidden.index_select(0, scored.to(dev))).float()
@@ -78,7 +85,9 @@ def main(argv=None) -> int:
     variants = {"bf16 eager aten": (torch.bfloat16, "grouped", False, "aten"),
                 "bf16 eager op": (torch.bfloat16, "grouped", False, "op"),
                 "bf16 compiled aten": (torch.bfloat16, "grouped", True, "aten"),
-                "bf16 compiled op": (torch.bfloat16, "grouped", True, "op")}
+                "bf16 compiled op": (torch.bfloat16, "grouped", True, "op"),
+                "bf16 compiled pre only": (torch.bfloat16, "grouped", True, "op", "pre"),
+                "bf16 compiled post only": (torch.bfloat16, "grouped", True, "op", "post")}
     if dev == "cpu" and not args.cpu_compile:
         variants = {k: v for k, v in variants.items() if "compiled" not in k}
     for name, variant in variants.items():

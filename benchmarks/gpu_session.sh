@@ -36,7 +36,7 @@ stage3)
   sha256sum $SPELLTRANSFER_SMOLLM2_GGUF | cut -c1-16
   python3 -m spelltransfer.models.base_model 2>&1 | tail -2
   timeout 400 python3 benchmarks/train_throughput.py --data /tmp/data --out $OUT --backends hf,packed \
-    --batch-sizes 32,256 --no-length-grouped --packed-configs 64xgrid:unfused,64xgrid,64xgrid:nocompile \
+    --batch-sizes 32,256 --no-length-grouped --packed-configs 64xgrid,64xgrid:compiled,64xgrid:nocompile \
     --steps 5 --warmup 2 --graph-check --timeout 330 2>&1 | quiet | tee $OUT/bench.log
   budget=$(( 555 - ($(date +%s) - started) - 45 ))
   echo "== sweep: time budget ${budget} s"

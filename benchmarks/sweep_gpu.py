@@ -39,7 +39,8 @@ def train_packed(args, train, trials, path, tokenizer):
     from spelltransfer.train.packed import PackedTrainer
 
     model = load_model(args.model, dtype="auto", device=args.device)
-    modes = {"graphs": {}, "nocompile": {"compile": False}, "unfused": {"fused": False}}
+    modes = {"graphs": {"fused": False}, "compiled": {"fused": True, "compile": True},
+             "nocompile": {"fused": True, "compile": False}}
     trainer = PackedTrainer(model, tokenizer, train, trials, max_chunk_tokens=args.chunk_tokens, base_model_path=path,
                             **modes[args.mode])
     state_path = Path(args.state)
@@ -216,9 +217,10 @@ def main(argv=None) -> int:
     parser.add_argument("--time-budget", type=float, default=None, help="stop training after this many seconds (state saved)")
     parser.add_argument("--state", default="/tmp/sweep_gpu_state.pt")
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--mode", choices=("graphs", "nocompile", "unfused"), default="graphs",
-                        help="graphs: fused decoder + torch.compile + CUDA graphs (default); nocompile: without "
-                             "torch.compile; unfused: the HF decoder with MultiLoRALinear (session-1 path)")
+    parser.add_argument("--mode", choices=("graphs", "compiled", "nocompile"), default="graphs",
+                        help="graphs: the HF decoder with MultiLoRALinear under CUDA graphs (default); compiled: the "
+                             "fused decoder with torch.compile (faster, CUDA gradients wrong: docs/performance.md s.6); "
+                             "nocompile: the fused decoder without torch.compile")
     parser.add_argument("--eval-per-task", type=int, default=100)
     parser.add_argument("--eval-rows", type=int, default=8192)
     parser.add_argument("--eval-if-unfinished", action="store_true", help="evaluate even when the budget stopped training")

@@ -187,13 +187,15 @@ def _packed(args) -> None:
         common.append_jsonl(args.rows, row)
 
 
-# How each packed mode builds its trainer: "graphs" is the default path (fused decoder, torch.compile,
-# CUDA graphs); the others take one piece away to show what it is worth.
+# How each packed mode builds its trainer. "graphs" is the default path (HF decoder with
+# MultiLoRALinear, CUDA graphs); "compiled" and "nocompile" use the fused decoder (fused.py) with and
+# without torch.compile (compiled: faster, but its CUDA gradients are wrong -- docs/performance.md s.6).
 PACKED_MODES = {
-    "graphs": {"cuda_graphs": True},
-    "nocompile": {"cuda_graphs": True, "compile": False},
+    "graphs": {"cuda_graphs": True, "fused": False},
+    "compiled": {"cuda_graphs": True, "fused": True, "compile": True},
+    "nocompile": {"cuda_graphs": True, "fused": True, "compile": False},
     "unfused": {"cuda_graphs": True, "fused": False},
-    "eager": {"cuda_graphs": False},
+    "eager": {"cuda_graphs": False, "fused": True},
     "eager-unfused": {"cuda_graphs": False, "fused": False},
     "padded": {"cuda_graphs": False, "layout": "padded", "fused": False},
     "loop": {"cuda_graphs": False, "kernel": "loop", "fused": False},
@@ -236,7 +238,7 @@ def _graph_check(args, train, tokenizer, path, prepared) -> dict:
     return out
 
 
-CHECK_MODES = ("unfused", "eager", "graphs")
+CHECK_MODES = ("graphs", "eager", "nocompile", "compiled")
 
 
 def _summarise(rows_path: Path, out_dir: Path) -> list[dict]:
