@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -21,16 +20,9 @@ from spelltransfer.platform.protos import sweep_pb2, trainer_pb2, trainer_pb2_gr
 from spelltransfer.platform.security import open_channel
 from spelltransfer.platform.worker import PACK_CANCEL_FILE, PACK_STATE_FILE, TrainerWorker
 from spelltransfer.train.events import read_events
+from platform_helpers import wait_until as _wait  # noqa: E402
 
 
-def _wait(predicate, timeout_s: float, what: str, poll_s: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
 def _starts(output_dir: str) -> list[dict]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from spelltransfer.platform import process
 from spelltransfer.platform.protos import sweep_pb2, trainer_pb2, trainer_pb2_grpc
 from spelltransfer.platform.security import SecuritySettings, open_channel
 from spelltransfer.sweep.local import LocalPlatform
+from platform_helpers import wait_until as _wait  # noqa: E402
 
 
 def _events(run_dir: Path) -> list[dict]:
@@ -29,14 +29,6 @@ def _events(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _wait(predicate, timeout_s: float, what: str, poll_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
 def _training_processes(run_dir: Path) -> list[int]:
