@@ -171,3 +171,25 @@ def test_old_worker_db_gains_pack_columns(tmp_path):
         assert record.trial_id == "old" and record.pack_id == "" and record.pack_key == ""
     finally:
         worker.close()
+
+
+def test_local_sweep_with_pack_size(tmp_path, base_config, make_overrides):
+    """`spelltransfer sweep local --slots 2 --pack-size 2`: one worker process, its 2 trials in one pack."""
+    from rich.console import Console
+
+    from spelltransfer.sweep.local import run_local_sweep
+
+    spec = {"name": "local-packed", "base_config": base_config, "evaluate": "auto",
+            "overrides": make_overrides(max_steps=2, save_steps=2), "strategy": "random", "seed": 1,
+            "objective": "spelling", "max_trials": 2, "max_retries": 0,
+            "parameters": {"optimizer.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True}},
+            "results_dir": str(tmp_path / "results"), "mlflow": {"enabled": False}}
+    spec_path = tmp_path / "local-packed.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    final = run_local_sweep(spec_path, n_workers=1, slots=2, pack_size=2, work_dir=tmp_path / "platform",
+                            console=Console(quiet=True))
+    assert [t.state for t in final.trials] == ["COMPLETE", "COMPLETE"], final.trials
+    runs = sorted((tmp_path / "platform" / "worker0" / "runs").iterdir())
+    starts = [_starts(str(run))[0] for run in runs if run.is_dir()]
+    assert len(starts) == 2 and {s["backend"] for s in starts} == {"packed"}
+    assert len({s["pack_id"] for s in starts}) == 1

@@ -99,12 +99,14 @@ def workers(controller: Optional[str] = ControllerOption) -> None:
 def local(spec: Path = typer.Argument(..., help="Sweep spec YAML."),
           workers: int = typer.Option(2, min=1, help="Trainer worker processes."),
           slots: int = typer.Option(1, min=1, help="Trials per worker at once."),
+          pack_size: int = typer.Option(1, min=1, help="Train up to this many of a worker's trials as one packed process on one base model (docs/platform.md)."),
           work_dir: Optional[Path] = typer.Option(None, help="Where state, runs and logs go (default: a temp dir)."),
           overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Extra training override for every trial (repeatable), e.g. training.data_dir=DIR.")) -> None:
     """Start a controller and workers on 127.0.0.1, run the sweep, print its table, stop them."""
     from spelltransfer.sweep.local import run_local_sweep
 
-    final = run_local_sweep(spec, n_workers=workers, slots=slots, work_dir=work_dir, overrides=overrides or [])
+    final = run_local_sweep(spec, n_workers=workers, slots=slots, work_dir=work_dir, overrides=overrides or [],
+                            pack_size=pack_size)
     if any(t.state != "COMPLETE" for t in final.trials):
         raise typer.Exit(1)
 

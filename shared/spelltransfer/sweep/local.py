@@ -30,9 +30,9 @@ class LocalPlatform:
     """Controller + workers as child processes; each can be killed and restarted on its port."""
 
     def __init__(self, work_dir: str | Path, n_workers: int = 2, slots: int = 1, env: dict[str, str] | None = None,
-                 start_timeout_s: float = 60.0):
+                 start_timeout_s: float = 60.0, pack_size: int = 1):
         self.work_dir = Path(work_dir).resolve()
-        self.n_workers, self.slots = n_workers, slots
+        self.n_workers, self.slots, self.pack_size = n_workers, slots, pack_size
         self.env = dict(os.environ if env is None else env)
         self.env.setdefault(TOKEN_ENV, secrets.token_urlsafe(24))
         self.env.setdefault("SPELLTRANSFER_LOG_LEVEL", "INFO")
@@ -53,7 +53,8 @@ class LocalPlatform:
 
     def start_worker(self, index: int) -> None:
         self._start(f"worker{index}", ["trainer", "--work-dir", str(self.work_dir / f"worker{index}"),
-                                       "--slots", str(self.slots), "--controller", self.controller_address])
+                                       "--slots", str(self.slots), "--pack-size", str(self.pack_size),
+                                       "--controller", self.controller_address])
 
     @property
     def controller_address(self) -> str:
@@ -119,8 +120,11 @@ class LocalPlatform:
 
 
 def run_local_sweep(spec_path: str | Path, n_workers: int = 2, slots: int = 1, work_dir: str | Path | None = None,
-                    console: Console | None = None, overrides: list[str] | None = None):
+                    console: Console | None = None, overrides: list[str] | None = None, pack_size: int = 1):
     """Run a sweep through real local services and print its table; returns the final Sweep message.
+
+    ``pack_size`` > 1: each worker trains up to that many of its ``slots`` trials as one packed
+    process on one base model (docs/platform.md, "Packed workers").
 
     ``overrides`` (``section.key=value``) are appended to the spec's fixed overrides, e.g. the
     dataset folder a caller just built: ``["training.data_dir=results/demo/data"]``.
@@ -128,7 +132,7 @@ def run_local_sweep(spec_path: str | Path, n_workers: int = 2, slots: int = 1, w
     console = console or Console()
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="spelltransfer-sweep-"))
     started = time.monotonic()
-    with LocalPlatform(work_dir, n_workers=n_workers, slots=slots) as platform:
+    with LocalPlatform(work_dir, n_workers=n_workers, slots=slots, pack_size=pack_size) as platform:
         console.print(f"controller {platform.controller_address}, workers "
                       f"{', '.join(platform.worker_address(i) for i in range(n_workers))}; logs in {work_dir / 'logs'}")
         client = platform.client()
