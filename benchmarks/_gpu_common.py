@@ -126,3 +126,17 @@ def sample_batch(examples: list, batch: int, rng: random.Random, length_sorted: 
         return [examples[i] for i in rng.sample(range(len(examples)), batch)]
     start = rng.randrange(0, len(length_sorted) - batch)
     return [examples[i] for i in length_sorted[start:start + batch]]
+
+
+# How each packed mode builds its PackedTrainer. "graphs" is the default path (HF decoder with
+# MultiLoRALinear, CUDA graphs); "compiled" and "nocompile" use the fused decoder (fused.py) with and
+# without torch.compile (compiled: faster, but its CUDA gradients are wrong -- docs/performance.md s.6).
+PACKED_MODES = {
+    "graphs": {"cuda_graphs": True, "fused": False},
+    "compiled": {"cuda_graphs": True, "fused": True, "compile": True},
+    "nocompile": {"cuda_graphs": True, "fused": True, "compile": False},
+    "eager": {"cuda_graphs": False, "fused": True},
+    "eager-unfused": {"cuda_graphs": False, "fused": False},
+    "padded": {"cuda_graphs": False, "layout": "padded", "fused": False},
+    "loop": {"cuda_graphs": False, "kernel": "loop", "fused": False},
+}

@@ -51,8 +51,7 @@ def main(argv=None) -> int:
 
     from spelltransfer.train.packed import attention
 
-    def run(dtype, kernel, compile_, impl, only=None):
-        fused.GROUPED_MM["impl"] = impl
+    def run(dtype, kernel, compile_, only=None):
         attention._state["backend"] = "loop" if dtype == torch.float32 else None  # FlashAttention has no fp32
         torch.manual_seed(0)
         model = LlamaForCausalLM(config).to(dev, dtype)
@@ -62,7 +61,7 @@ def main(argv=None) -> int:
         for k in range(len(ranks)):
             weights.init_trial(k, k + 1)
         with torch.no_grad():  # B != 0 so the LoRA forward is live
-            for b, r in zip(weights.lora_B, [None] * len(weights.lora_B)):
+            for b in weights.lora_B:
                 b.copy_(torch.randn(b.shape, generator=flat_g).to(dev) * 0.02)
             for k, rank in enumerate(ranks):
                 for a, b in zip(weights.lora_A, weights.lora_B):
@@ -80,14 +79,12 @@ def main(argv=None) -> int:
         loss.backward()
         return float(loss), weights.grad.detach().float().clone(), hidden.detach().float()
 
-    ref_loss, ref_grad, ref_hidden = run(torch.float32, "loop", False, "aten")
+    ref_loss, ref_grad, ref_hidden = run(torch.float32, "loop", False)
     rows = []
-    variants = {"bf16 eager aten": (torch.bfloat16, "grouped", False, "aten"),
-                "bf16 eager op": (torch.bfloat16, "grouped", False, "op"),
-                "bf16 compiled aten": (torch.bfloat16, "grouped", True, "aten"),
-                "bf16 compiled op": (torch.bfloat16, "grouped", True, "op"),
-                "bf16 compiled pre only": (torch.bfloat16, "grouped", True, "op", "pre"),
-                "bf16 compiled post only": (torch.bfloat16, "grouped", True, "op", "post")}
+    variants = {"bf16 eager": (torch.bfloat16, "grouped", False),
+                "bf16 compiled": (torch.bfloat16, "grouped", True),
+                "bf16 compiled pre only": (torch.bfloat16, "grouped", True, "pre"),
+                "bf16 compiled post only": (torch.bfloat16, "grouped", True, "post")}
     if dev == "cpu" and not args.cpu_compile:
         variants = {k: v for k, v in variants.items() if "compiled" not in k}
     for name, variant in variants.items():

@@ -5,8 +5,9 @@
 The same 8 trials (different r, alpha, lr, batch, grad-accum) for a few steps in each mode; per-trial
 losses against the eager HF-decoder path, which the CPU tests tie to PEFT. bf16 base: agreement is
 to bf16 noise (~1e-2 relative), not 1e-5. Exit 1 when a mode disagrees by more than --tol.
-Modes: eager (fused decoder, no graphs), unfused graphs (session-1 path), fused graphs without and
-with torch.compile. Also prints each mode's mean step time (compile excluded: after warm-up).
+Modes (``_gpu_common.PACKED_MODES``): eager (fused decoder, no graphs), graphs (the default: HF
+decoder under CUDA graphs), fused graphs without (nocompile) and with torch.compile (compiled).
+Also prints each mode's mean step time (compile excluded: after warm-up).
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _gpu_common as common  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -50,9 +56,8 @@ def main(argv=None) -> int:
                          num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=2048,
                          rope_theta=100000.0, tie_word_embeddings=True, rms_norm_eps=1e-5)
     tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=0)
-    modes = {"eager-unfused": {"cuda_graphs": False, "fused": False}, "eager": {"cuda_graphs": False},
-             "unfused": {"cuda_graphs": True, "fused": False}, "nocompile": {"cuda_graphs": True, "compile": False},
-             "graphs": {"cuda_graphs": True}}
+    names = ["eager-unfused", "eager", "graphs", "nocompile", "compiled"]
+    modes = {name: common.PACKED_MODES[name] for name in names}
     if args.modes:
         modes = {m: modes[m] for m in ["eager-unfused"] + [m for m in args.modes.split(",") if m != "eager-unfused"]}
     losses, rows = {}, []

@@ -39,10 +39,8 @@ def train_packed(args, train, trials, path, tokenizer):
     from spelltransfer.train.packed import PackedTrainer
 
     model = load_model(args.model, dtype="auto", device=args.device)
-    modes = {"graphs": {"fused": False}, "compiled": {"fused": True, "compile": True},
-             "nocompile": {"fused": True, "compile": False}}
     trainer = PackedTrainer(model, tokenizer, train, trials, max_chunk_tokens=args.chunk_tokens, base_model_path=path,
-                            **modes[args.mode])
+                            **common.PACKED_MODES[args.mode])
     state_path = Path(args.state)
     resumed_at = 0
     previous_seconds = 0.0

@@ -146,7 +146,7 @@ def _packed(args) -> None:
                 trials = [TrialSpec(trial_id=f"t{i}", seed=i + 1, r=args.r, alpha=2 * args.r, lr=2e-4,
                                     batch_size=cfg["batch"], max_steps=10**6) for i in range(cfg["trials"])]
             trainer = PackedTrainer(model, tokenizer, train[:4000], trials, max_chunk_tokens=cfg["chunk_tokens"],
-                                    base_model_path=path, prepared=prepared, **PACKED_MODES[mode])
+                                    base_model_path=path, prepared=prepared, **common.PACKED_MODES[mode])
             row.update(layout_used=trainer.layout, kernel_used=trainer.kernel, r_max=trainer.weights.r_max,
                        cuda_graphs=trainer.cuda_graphs, fused=trainer.fused is not None,
                        compiled=bool(trainer.fused and trainer.fused.compiled))
@@ -187,21 +187,6 @@ def _packed(args) -> None:
         common.append_jsonl(args.rows, row)
 
 
-# How each packed mode builds its trainer. "graphs" is the default path (HF decoder with
-# MultiLoRALinear, CUDA graphs); "compiled" and "nocompile" use the fused decoder (fused.py) with and
-# without torch.compile (compiled: faster, but its CUDA gradients are wrong -- docs/performance.md s.6).
-PACKED_MODES = {
-    "graphs": {"cuda_graphs": True, "fused": False},
-    "compiled": {"cuda_graphs": True, "fused": True, "compile": True},
-    "nocompile": {"cuda_graphs": True, "fused": True, "compile": False},
-    "unfused": {"cuda_graphs": True, "fused": False},
-    "eager": {"cuda_graphs": False, "fused": True},
-    "eager-unfused": {"cuda_graphs": False, "fused": False},
-    "padded": {"cuda_graphs": False, "layout": "padded", "fused": False},
-    "loop": {"cuda_graphs": False, "kernel": "loop", "fused": False},
-}
-
-
 def _graph_check(args, train, tokenizer, path, prepared) -> dict:
     """The same 8 trials for 4 steps in every mode of CHECK_MODES: per-trial losses against the
     eager HF-decoder path (the one the CPU tests tie to PEFT) must agree to bf16 noise."""
@@ -216,7 +201,7 @@ def _graph_check(args, train, tokenizer, path, prepared) -> dict:
         try:
             model = load_model(args.model, dtype="auto", device=args.device)
             trainer = PackedTrainer(model, tokenizer, train[:4000], trials, max_chunk_tokens=8192, base_model_path=path,
-                                    prepared=prepared, **PACKED_MODES[mode])
+                                    prepared=prepared, **common.PACKED_MODES[mode])
             with common.Timer() as timer:
                 trainer.train(max_packed_steps=4)
             losses[mode] = trainer.history.losses
@@ -281,7 +266,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-sizes", default="4,8,16,32,64,128,256")
     parser.add_argument("--packed-configs", default="1x32,8x32,64x4,64x16,64x32,64xgrid,64xgrid@65536,64xgrid:eager",
                         help="packed runs as TRIALSxBATCH[:MODE][@CHUNK_TOKENS], comma-separated; MODE one of "
-                             + ", ".join(PACKED_MODES) + " (default graphs)")
+                             + ", ".join(common.PACKED_MODES) + " (default graphs)")
     parser.add_argument("--graph-check", action="store_true", help="first compare graphed and eager losses")
     parser.add_argument("--chunk-tokens", type=int, default=32768)
     parser.add_argument("--r", type=int, default=16)

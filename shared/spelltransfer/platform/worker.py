@@ -319,10 +319,7 @@ class TrainerWorker:
                 del self._children[trial_id]
                 self._finish(record, child.popen.returncode)
             else:
-                events, child.offset = read_new_lines(Path(record.output_dir) / "events.jsonl", child.offset)
-                steps = [int(e["step"]) for e in events if isinstance(e.get("step"), (int, float))]
-                if steps and max(steps) != record.last_step:
-                    self._update(trial_id, last_step=max(steps))
+                _, child.offset = self._follow(record, child.offset)
         self._tick_packs()
         for record in self.list_trials(active_only=True):
             if record.trial_id in self._children or self._in_pack(record.trial_id) or self._running() >= self.slots:
@@ -362,7 +359,16 @@ class TrainerWorker:
         except ProcessLookupError:
             pass
 
-    def _finish(self, record: TrialRecord, returncode: int) -> None:
+    def _follow(self, record: TrialRecord, offset: int) -> tuple[list[dict], int]:
+        """New lines of the trial's events.jsonl after byte ``offset``; keeps ``last_step`` current."""
+        events, offset = read_new_lines(Path(record.output_dir) / "events.jsonl", offset)
+        steps = [int(e["step"]) for e in events if isinstance(e.get("step"), (int, float))]
+        if steps and max(steps) != record.last_step:
+            self._update(record.trial_id, last_step=max(steps))
+        return events, offset
+
+    def _finish(self, record: TrialRecord, returncode: int, log_path: Path | None = None) -> None:
+        """Record how a trial's process ended; ``log_path``: its output when not ``runs/<id>.log`` (a pack's)."""
         output_dir = Path(record.output_dir)
         metrics = read_metrics(output_dir)
         step = last_step(output_dir)
@@ -374,7 +380,7 @@ class TrainerWorker:
                 merged = dict(metrics, validation=result)
                 self._update(record.trial_id, state=SUCCEEDED, metrics_json=json.dumps(merged), pgid=None)
             else:
-                error = self._error_message(output_dir, record.trial_id, returncode, metrics)
+                error = self._error_message(output_dir, record.trial_id, returncode, metrics, log_path)
                 self._update(record.trial_id, state=FAILED, error=f"validation evaluation failed: {error}", pgid=None)
         elif returncode == 0 and metrics is not None and self._needs_eval(record, metrics):
             # Training done; the supervisor launches the evaluation next (and again after a restart).
@@ -390,7 +396,7 @@ class TrainerWorker:
             self._update(record.trial_id, state=SUCCEEDED, stop_reason=reason, metrics_json=json.dumps(metrics),
                          last_step=int(stop_step), pgid=None)
         else:
-            error = self._error_message(output_dir, record.trial_id, returncode, metrics)
+            error = self._error_message(output_dir, record.trial_id, returncode, metrics, log_path)
             self._update(record.trial_id, state=FAILED, error=error, last_step=step, pgid=None)
         log.info("trial %s: finished (exit %s)", record.trial_id, returncode)
 
@@ -403,14 +409,15 @@ class TrainerWorker:
         found = {accuracy_task(key) for key in flatten_numbers(metrics)}
         return not all(task in found for task in TASKS)
 
-    def _error_message(self, output_dir: Path, trial_id: str, returncode: int, metrics: dict | None) -> str:
+    def _error_message(self, output_dir: Path, trial_id: str, returncode: int, metrics: dict | None,
+                       log_path: Path | None = None) -> str:
         events, _ = read_new_lines(output_dir / "events.jsonl", 0)
         errors = [e for e in events if e.get("event") == "error"]
         if errors:
             return f"exit {returncode}: {errors[-1].get('message') or errors[-1].get('error') or errors[-1]}"
         if returncode == 0 and metrics is None:
             return "exit 0 but no metrics.json was written"
-        log_path = output_dir.parent / f"{trial_id}.log"
+        log_path = log_path or output_dir.parent / f"{trial_id}.log"
         tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
         return f"exit {returncode}: {tail.strip().splitlines()[-1] if tail.strip() else 'no output'}"
 
@@ -499,10 +506,7 @@ class TrainerWorker:
                     pack.members.discard(trial_id)
                     continue
                 output_dir = Path(record.output_dir)
-                events, pack.offsets[trial_id] = read_new_lines(output_dir / "events.jsonl", pack.offsets.get(trial_id, 0))
-                steps = [int(e["step"]) for e in events if isinstance(e.get("step"), (int, float))]
-                if steps and max(steps) != record.last_step:
-                    self._update(trial_id, last_step=max(steps))
+                events, pack.offsets[trial_id] = self._follow(record, pack.offsets.get(trial_id, 0))
                 if any(e.get("event") == "done" for e in events):
                     pack.done_seen.add(trial_id)
                 if trial_id in pack.done_seen and (output_dir / "metrics.json").is_file():
@@ -514,20 +518,8 @@ class TrainerWorker:
             for trial_id in sorted(pack.members):
                 record = self.get_trial(trial_id)
                 if record.state not in TERMINAL:
-                    self._finish_pack_member(record, pack.popen.returncode, pack.pack_dir)
+                    self._finish(record, pack.popen.returncode, log_path=pack.pack_dir / "pack.log")
             log.info("pack %s: exited with %s", pack_id, pack.popen.returncode)
-
-    def _finish_pack_member(self, record: TrialRecord, returncode: int, pack_dir: Path) -> None:
-        """A member still open when its pack exited: the usual finish, with the pack's log as the error."""
-        output_dir = Path(record.output_dir)
-        events, _ = read_new_lines(output_dir / "events.jsonl", 0)
-        if returncode != 0 and not record.cancel_requested and not any(e.get("event") == "error" for e in events):
-            log_path = pack_dir / "pack.log"
-            tail = log_path.read_text(errors="replace")[-2000:].strip() if log_path.exists() else ""
-            error = f"pack {pack_dir.name} exit {returncode}: {tail.splitlines()[-1] if tail else 'no output'}"
-            self._update(record.trial_id, state=FAILED, error=error, last_step=last_step(output_dir), pgid=None)
-            return
-        self._finish(record, returncode)
 
     # ---- restart recovery ----
 

@@ -27,16 +27,12 @@ repeating k/v heads.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from spelltransfer.train.packed import attention
-from spelltransfer.train.packed.multi_lora import MultiLoRALinear, MultiLoRAWeights, Routing
-
-log = logging.getLogger(__name__)
+from spelltransfer.train.packed.multi_lora import MultiLoRALinear, MultiLoRAWeights, Routing, lora_delta
 
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -58,9 +54,8 @@ def lora_operands(a_parts, b_parts, scales, dtype):
 
     ``a_parts[i]``: [K, R, in], ``b_parts[i]``: [K, out_i, R] (fp32 views of the flat buffer).
     Returns A stacked to [K, P*R, in] and B block-diagonal [K, sum out_i, P*R] (scale folded in),
-    both in ``dtype``. Run eagerly, outside ``torch.compile``: the adapters are views of one
-    buffer, and compiled functions must not take aliased inputs (AOTAutograd's synthetic-base
-    handling of aliased inputs returned wrong adapter gradients, ~100 % off, on torch 2.11/2.13).
+    both in ``dtype``. Run eagerly, before the compiled layer functions: the adapters are views of
+    one flat buffer, and fresh operands keep aliased inputs out of ``torch.compile``.
     """
     n_trials, rank = a_parts[0].shape[0], a_parts[0].shape[1]
     a = (a_parts[0] if len(a_parts) == 1 else torch.cat(a_parts, dim=1)).to(dtype)
@@ -80,71 +75,11 @@ def lora_operands(a_parts, b_parts, scales, dtype):
     return a, torch.cat(rows, dim=1).to(dtype)
 
 
-@torch.library.custom_op("spelltransfer::grouped_mm", mutates_args=())
-def grouped_mm(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """``torch._grouped_mm(x [N, a], w [K, a, b], offs)`` as an opaque op: ``torch.compile`` calls
-    the aten kernel instead of lowering it (see ``GROUPED_MM`` below)."""
-    return torch._grouped_mm(x, w, offs=offsets)
-
-
-@grouped_mm.register_fake
-def _(x, w, offsets):
-    return x.new_empty(x.shape[0], w.shape[2])
-
-
-@torch.library.custom_op("spelltransfer::grouped_mm_weight_grad", mutates_args=())
-def grouped_mm_weight_grad(x: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """d(loss)/dw of ``grouped_mm``: per group ``x_k^T @ grad_k`` -> [K, a, b]."""
-    return torch._grouped_mm(x.t(), grad, offs=offsets)
-
-
-@grouped_mm_weight_grad.register_fake
-def _(x, grad, offsets):
-    return x.new_empty(offsets.shape[0], x.shape[1], grad.shape[1])
-
-
-def _grouped_mm_setup(ctx, inputs, output):
-    x, w, offsets = inputs
-    ctx.save_for_backward(x, w, offsets)
-
-
-def _grouped_mm_backward(ctx, grad):
-    x, w, offsets = ctx.saved_tensors
-    grad_x = grouped_mm(grad, w.transpose(1, 2), offsets) if ctx.needs_input_grad[0] else None
-    grad_w = grouped_mm_weight_grad(x, grad, offsets) if ctx.needs_input_grad[1] else None
-    return grad_x, grad_w, None
-
-
-grouped_mm.register_autograd(_grouped_mm_backward, setup_context=_grouped_mm_setup)
-
-# Which grouped GEMM the LoRA products call: "op" (the opaque op above) or "aten" (torch._grouped_mm).
-GROUPED_MM = {"impl": "op"}
-
-
-def _gmm(x, w, offsets):
-    if GROUPED_MM["impl"] == "op":
-        return grouped_mm(x, w, offsets)
-    return torch._grouped_mm(x, w, offs=offsets)
-
-
-def _lora(x, a, b, offsets, ends, kernel: str):
-    """``x @ A_k^T @ B_k^T`` for the tokens of each trial k (operands from ``lora_operands``)."""
-    if kernel == "grouped":
-        h = _gmm(x, a.transpose(1, 2), offsets)
-        return _gmm(h, b.transpose(1, 2), offsets)
-    pieces, start = [], 0
-    for k, end in enumerate(ends):
-        if end > start:
-            pieces.append((x[start:end] @ a[k].T) @ b[k].T)
-        start = end
-    return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
-
-
 def pre_attention(x, ln_w, w_qkv, a_qkv, b_qkv, offsets, cos, sin, *,
                   eps: float, n_heads: int, n_kv: int, head_dim: int, kernel: str, ends=None):
     """x [N, d] -> q, k, v [N, H, D] (RoPE applied, k/v repeated to H heads)."""
     h = _rms_norm(x, ln_w, eps)
-    qkv = h @ w_qkv.T + _lora(h, a_qkv, b_qkv, offsets, ends, kernel)
+    qkv = h @ w_qkv.T + lora_delta(h, a_qkv, b_qkv, offsets, ends, kernel)
     q_size, kv_size = n_heads * head_dim, n_kv * head_dim
     q = qkv[:, :q_size].view(-1, n_heads, head_dim)
     k = qkv[:, q_size:q_size + kv_size].view(-1, n_kv, head_dim)
@@ -162,11 +97,11 @@ def post_attention(x, attn, w_o, a_o, b_o, ln_w, w_gu, a_gu, b_gu, w_down, a_d, 
                    eps: float, intermediate: int, kernel: str, ends=None):
     """Residual stream after o_proj and the MLP, each with its trial's LoRA."""
     attn = attn.reshape(attn.shape[0], -1)
-    x = x + attn @ w_o.T + _lora(attn, a_o, b_o, offsets, ends, kernel)
+    x = x + attn @ w_o.T + lora_delta(attn, a_o, b_o, offsets, ends, kernel)
     h = _rms_norm(x, ln_w, eps)
-    gu = h @ w_gu.T + _lora(h, a_gu, b_gu, offsets, ends, kernel)
+    gu = h @ w_gu.T + lora_delta(h, a_gu, b_gu, offsets, ends, kernel)
     m = F.silu(gu[:, :intermediate]) * gu[:, intermediate:]
-    return x + m @ w_down.T + _lora(m, a_d, b_d, offsets, ends, kernel)
+    return x + m @ w_down.T + lora_delta(m, a_d, b_d, offsets, ends, kernel)
 
 
 class FusedDecoder:

@@ -148,22 +148,13 @@ def write_manifest(pack_dir: str | Path, manifest: PackManifest) -> Path:
 # ----------------------------------------------------------------------------- which configs pack together
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: data}
-
-
 def _is_member_field(key: str) -> bool:
     return key in TRIAL_FIELDS or any(key == f or key.startswith(f + ".") for f in MEMBER_FIELDS)
 
 
 def shared_fields(config: RunConfig) -> dict[str, Any]:
     """Dotted key -> value of every field that must be equal across a pack."""
-    flat = _flatten(config.model_dump(mode="json"))
+    flat = config.flat()
     shared = {key: value for key, value in flat.items() if not _is_member_field(key)}
     if any(fraction > 0 for fraction in config.transfer.mix_fractions().values()):
         shared["training.seed"] = config.training.seed   # the mixed-in examples are drawn with it
@@ -231,23 +222,6 @@ def load_member_configs(manifest: PackManifest) -> list[RunConfig]:
 # ----------------------------------------------------------------------------- the job
 
 
-class _EventLog(EventLog):
-    """``events.jsonl`` of one member: ``EventLog``'s format, but ``step`` lines are only flushed.
-
-    ``EventLog`` fsyncs every line; with K members logging every step that is K fsyncs per packed
-    step, which would dominate a GPU step. A ``step`` line lost to a power cut is re-logged on
-    resume anyway; the lines the worker acts on (start, eval, checkpoint, done, error) are fsynced.
-    """
-
-    def emit(self, event: str, step: int, **fields) -> dict:
-        if event != "step":
-            return super().emit(event, step, **fields)
-        record = {"event": event, "step": step, "time": round(time.time(), 3), **fields}
-        self._handle.write(json.dumps(record) + "\n")
-        self._handle.flush()
-        return record
-
-
 @dataclass(eq=False)   # identity: members are dict keys and compared by who they are
 class _Member:
     """One member's run: its config, files and the per-trial state the packed trainer does not hold."""
@@ -263,7 +237,7 @@ class _Member:
     best_row: Any = None                                  # adapter weights of the best step (early stopping)
     finished: bool = False
     cancelled: bool = False
-    events: _EventLog | None = None
+    events: EventLog | None = None
     tracker: Any = None
     eval_records: list = field(default_factory=list)
     eval_prepared: list = field(default_factory=list)
@@ -415,7 +389,8 @@ class PackJob:
                 continue
             config, training = member.config, member.config.training
             _prepare_output_dir(config, member.output_dir, self.resume)
-            member.events = _EventLog(member.output_dir / "events.jsonl")
+            # step lines flushed, not fsynced: K members' fsyncs per step would dominate a GPU step
+            member.events = EventLog(member.output_dir / "events.jsonl", flush_only=("step",))
             member.tracker = build_tracker(training.tracking, training.experiment, member.output_dir)
             member.tracker.start(training.run_name or member.output_dir.name, config.flat(),
                                  {"backend": "packed", "pack_id": self.manifest.pack_id,

@@ -27,9 +27,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,22 +256,35 @@ class MultiLoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         weights, routing = self._weights, self._routing
-        x2 = x.reshape(-1, x.shape[-1])
         dtype = y.dtype
-        a = weights.lora_A[self.index]                                   # [K, r, in]
-        b = weights.lora_B[self.index] * weights.scales.view(-1, 1, 1)   # [K, out, r], scale folded in
+        x2 = x.reshape(-1, x.shape[-1]).to(dtype)
+        a = weights.lora_A[self.index].to(dtype)                                   # [K, r, in]
+        b = (weights.lora_B[self.index] * weights.scales.view(-1, 1, 1)).to(dtype)  # [K, out, r], scale folded in
+        n = x2.shape[0]
         if self.kernel == "grouped":
-            offsets = routing.offsets(x2.shape[0], x2.device)
-            h = torch._grouped_mm(x2.to(dtype), a.to(dtype).transpose(1, 2), offs=offsets)
-            delta = torch._grouped_mm(h, b.to(dtype).transpose(1, 2), offs=offsets)
+            delta = lora_delta(x2, a, b, routing.offsets(n, x2.device), None, self.kernel)
         else:
-            pieces, start = [], 0
-            for k, end in enumerate(routing.ends(x2.shape[0])):
-                if end > start:
-                    pieces.append((x2[start:end].to(dtype) @ a[k].to(dtype).T) @ b[k].to(dtype).T)
-                start = end
-            delta = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+            delta = lora_delta(x2, a, b, None, routing.ends(n), self.kernel)
         return y + delta.view(y.shape)
+
+
+def lora_delta(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor | None,
+               ends: list[int] | None, kernel: str) -> torch.Tensor:
+    """``x @ A_k^T @ B_k^T`` for the tokens of each trial k.
+
+    ``x`` [N, in] sorted by trial; ``a`` [K, r, in], ``b`` [K, out, r] (scale folded in), all in
+    one dtype. ``grouped``: two grouped GEMMs over the trials' token ``offsets`` (int32 ends on
+    the device); ``loop``: one pair of matmuls per trial over the token ``ends``.
+    """
+    if kernel == "grouped":
+        h = torch._grouped_mm(x, a.transpose(1, 2), offs=offsets)
+        return torch._grouped_mm(h, b.transpose(1, 2), offs=offsets)
+    pieces, start = [], 0
+    for k, end in enumerate(ends):
+        if end > start:
+            pieces.append((x[start:end] @ a[k].T) @ b[k].T)
+        start = end
+    return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
 
 
 def find_target_linears(model: nn.Module, target_modules: list[str]) -> list[tuple[str, nn.Linear]]:

@@ -225,57 +225,42 @@ class PackedTrainer:
         active = self.active()
         sequences = plan_step(self._step_batches())
         step_loss = torch.zeros(len(self.trials), dtype=torch.float32, device=self.device)
-        counts = {"tokens": 0, "padded": 0, "scored": 0}
+        tokens = padded = scored = 0
         graphs = self._graphs()
         for part in cut_chunks(sequences, self.max_chunk_tokens, **(graphs.limits() if graphs else {})):
             if graphs is not None:
                 try:
-                    step_loss += self._replay(graphs, part, counts)
+                    n_real, n_scored = graphs.load(part)
+                    step_loss += graphs.run()
+                    tokens += n_real
+                    padded += graphs.n_tokens
+                    scored += n_scored
                     continue
                 except Exception as error:  # noqa: BLE001
                     if graphs.graph is not None:
                         raise  # a replay failing is a real error
-                    if self.fused is not None and self.fused.compiled:
-                        log.warning("capture with torch.compile failed (%s: %s); capturing the eager fused decoder",
-                                    type(error).__name__, error)
-                        self.fused.disable_compile()
-                        self._graph_runner = None
-                        torch.cuda.synchronize()
-                        torch.cuda.empty_cache()
-                        graphs = self._graphs()
-                        step_loss += self._replay(graphs, part, counts)
-                        continue
                     log.warning("CUDA graph capture failed (%s: %s); training on without graphs", type(error).__name__, error)
                     self.cuda_graphs, self._graph_runner, graphs = False, None, None
+                    if self.fused is not None:
+                        self.fused.disable_compile()   # compiled layers need the graphs' fixed shapes
                     torch.cuda.synchronize()
                     torch.cuda.empty_cache()
             chunk = build_chunk(part, len(self.trials), self.layout, self.pad_id)
             loss, per_trial = self._forward_loss(chunk)
             loss.backward()
             step_loss += per_trial
-            counts["tokens"] += chunk.n_tokens
-            counts["padded"] += chunk.input_ids.numel()
-            counts["scored"] += int(chunk.targets.numel())
+            tokens += chunk.n_tokens
+            padded += chunk.input_ids.numel()
+            scored += int(chunk.targets.numel())
         lrs = [t.lr * lr_factor(self.step_index, self.scheduler, t.max_steps) for t in self.trials]
         self.optimizer.step(lrs, active)
         self.weights.zero_grad()
         mask = _to_device(torch.tensor(active), self.device)
         self._pending.append(torch.where(mask, step_loss, torch.full_like(step_loss, float("nan"))))
         self.step_index += 1
-        stats = StepStats(self.step_index, counts["tokens"], counts["padded"], counts["scored"],
-                          time.perf_counter() - started)
+        stats = StepStats(self.step_index, tokens, padded, scored, time.perf_counter() - started)
         self.history.steps.append(stats)
         return stats
-
-    @staticmethod
-    def _replay(graphs, part, counts: dict) -> torch.Tensor:
-        """One chunk through the CUDA graph (captured on first use); its per-trial loss."""
-        n_real, n_scored = graphs.load(part)
-        loss = graphs.run()
-        counts["tokens"] += n_real
-        counts["padded"] += graphs.n_tokens
-        counts["scored"] += n_scored
-        return loss
 
     def flush(self) -> None:
         """Copy pending per-step losses to the host (one sync for many steps)."""
