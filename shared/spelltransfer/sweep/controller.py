@@ -583,7 +583,7 @@ class SweepController:
             spec = self._open(name).spec
             params = {"objective": spec.objective, "strategy": spec.strategy, "max_trials": str(spec.max_trials),
                       "pruner": spec.pruner.kind, "base_config": spec.base_config}
-            run_id = tracker.start_sweep(name, row.spec_yaml, params)
+            run_id = tracker.start_sweep(name, row.spec_yaml, params, key=f"{name}@{row.created_at!r}")
             self.store.update_sweep(name, mlflow_run_id=run_id)
         except Exception:
             log.exception("MLflow parent run for %s failed (the sweep goes on)", name)
@@ -604,10 +604,7 @@ class SweepController:
         tracker = self._tracker(view.name)
         if tracker is None or not view.mlflow_run_id:
             return
-        logged = tracker.logged_trials(view.mlflow_run_id)
-        for trial in view.trials:
-            if trial.state in ("COMPLETE", "PRUNED", "FAIL") and trial.number not in logged:
-                tracker.log_trial(view.mlflow_run_id, view.name, trial)
+        tracker.sync_trials(view.mlflow_run_id, view.name, view.trials)
 
     def _finish_sweep(self, name: str) -> None:
         view = self.get(name)

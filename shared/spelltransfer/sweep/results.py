@@ -78,14 +78,27 @@ class SweepTracker:
         self.experiment_id = (existing.experiment_id if existing
                               else self.client.create_experiment(experiment, artifact_location=artifacts))
 
-    def start_sweep(self, name: str, spec_yaml: str, params: dict[str, str]) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={"spelltransfer.sweep": name})
-        for key, value in params.items():
-            self.client.log_param(run.info.run_id, key, value[:6000])
+    def start_sweep(self, name: str, spec_yaml: str, params: dict[str, str], key: str = "") -> str:
+        """The sweep's parent run. ``key`` names this submission of the sweep: a controller killed
+        after creating the run and before recording its id finds and finishes that run on restart
+        rather than opening a second parent."""
+        run = None
+        if key:
+            found = self.client.search_runs([self.experiment_id], f"tags.`spelltransfer.sweep_key` = '{key}'",
+                                            max_results=1)
+            run = found[0] if found else None
+        if run is None:
+            tags = {"spelltransfer.sweep": name} | ({"spelltransfer.sweep_key": key} if key else {})
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        for param, value in params.items():
+            self.client.log_param(run.info.run_id, param, value[:6000])
         self.client.log_text(run.info.run_id, spec_yaml, "sweep.yaml")
         return run.info.run_id
 
-    def log_trial(self, parent_run_id: str, sweep: str, trial: "TrialView") -> str:
+    def log_trial(self, parent_run_id: str, sweep: str, trial: "TrialView", run_id: str | None = None) -> str:
+        """One child run per trial. ``run_id`` completes a child run that a crash left half-written
+        (created, then killed before its metrics or its end were logged) instead of adding a second one.
+        The run is terminated last, so a terminated child run is a complete one."""
         from spelltransfer.registry.model_registry import TRAIN_RUN_TAG
 
         tags = {"mlflow.parentRunId": parent_run_id, "spelltransfer.sweep": sweep, "trial.number": str(trial.number),
@@ -94,8 +107,9 @@ class SweepTracker:
             tags[TRAIN_RUN_TAG] = trial.train_run_id
         if trial.wandb_run_id:
             tags["spelltransfer.wandb_run_id"] = trial.wandb_run_id
-        run = self.client.create_run(self.experiment_id, run_name=f"{sweep}-trial-{trial.number}", tags=tags)
-        run_id = run.info.run_id
+        if run_id is None:
+            run_id = self.client.create_run(self.experiment_id, run_name=f"{sweep}-trial-{trial.number}",
+                                            tags=tags).info.run_id
         metrics = {k: v for k, v in trial.metrics.items() if k in ACCURACY_COLUMNS}
         if trial.objective is not None:
             metrics["objective"] = trial.objective
@@ -108,11 +122,28 @@ class SweepTracker:
         self.client.set_terminated(run_id, status=status)
         return run_id
 
-    def logged_trials(self, parent_run_id: str) -> set[int]:
-        """Trial numbers that already have a child run under ``parent_run_id``."""
+    def logged_trials(self, parent_run_id: str) -> dict[int, tuple[str, bool]]:
+        """Trial number → (child run id, complete) for the child runs under ``parent_run_id``;
+        a child run still RUNNING was cut off by a crash before its end was logged."""
         runs = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
                                        max_results=10000)
-        return {int(run.data.tags["trial.number"]) for run in runs if "trial.number" in run.data.tags}
+        return {int(run.data.tags["trial.number"]): (run.info.run_id, run.info.status != "RUNNING")
+                for run in runs if "trial.number" in run.data.tags}
+
+    def sync_trials(self, parent_run_id: str, sweep: str, trials: "list[TrialView]") -> list[int]:
+        """Log a complete child run for every finished trial that lacks one: the controller may have
+        died between telling Optuna and logging, or between creating a child run and ending it.
+        Returns the trial numbers it logged."""
+        logged = self.logged_trials(parent_run_id)
+        repaired = []
+        for trial in trials:
+            if trial.state not in ("COMPLETE", "PRUNED", "FAIL"):
+                continue
+            run_id, complete = logged.get(trial.number, (None, False))
+            if not complete:
+                self.log_trial(parent_run_id, sweep, trial, run_id=run_id)
+                repaired.append(trial.number)
+        return repaired
 
     def finish_sweep(self, run_id: str, view: "SweepView", csv_path: Path | None) -> None:
         if view.best_number >= 0:
