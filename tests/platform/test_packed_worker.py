@@ -8,6 +8,7 @@ same pack with ``--resume``; an old worker.db gains the pack columns.
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
 from pathlib import Path
@@ -193,3 +194,13 @@ def test_local_sweep_with_pack_size(tmp_path, base_config, make_overrides):
     starts = [_starts(str(run))[0] for run in runs if run.is_dir()]
     assert len(starts) == 2 and {s["backend"] for s in starts} == {"packed"}
     assert len({s["pack_id"] for s in starts}) == 1
+
+    # trials.csv carries the items behind each accuracy (3 per task), and the sweep reads back.
+    from spelltransfer.analyse.sweep import analyse_sweep
+
+    trials_csv = tmp_path / "results" / "metrics" / "local-packed" / "trials.csv"
+    rows = list(csv.DictReader(open(trials_csv)))
+    assert {(r["spelling_n"], r["position_n"], r["count_n"]) for r in rows} == {("3", "3", "3")}
+    analysis = analyse_sweep(trials_csv)
+    assert analysis.trials == 2 and analysis.params == ["optimizer.lr"]
+    assert all(trial.ci95["spelling"] is not None for trial in analysis.top)

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from spelltransfer.errors import SpellTransferError
 
-COMMAND_MODULES = ["data", "evaluate", "train", "sweep", "platform", "registry", "serve", "demo"]
+COMMAND_MODULES = ["data", "evaluate", "train", "analyse", "sweep", "platform", "registry", "serve", "demo"]
 
 app = typer.Typer(
     name="spelltransfer",

@@ -2,7 +2,8 @@
 
 data build -> baseline eval of the untrained model -> short LoRA training -> eval of the tuned
 adapter on the same items -> base-vs-tuned table with gains and intervals -> a small sweep
-through the real gRPC services started as local processes. Everything lands under ``--out``.
+through the real gRPC services started as local processes -> which of its settings went with
+spelling and with transfer (``spelltransfer analyse sweep``). Everything lands under ``--out``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def demo(
 
     started = time.monotonic()
     timings: dict[str, float] = {}
+    summary_extra: dict[str, str] = {}
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
 
@@ -91,15 +93,47 @@ def demo(
 
         console.print(Rule("sweep through the local gRPC services"))
         began = time.monotonic()
-        run_local_sweep(sweep_spec, n_workers=workers, work_dir=out / "sweep", console=console,
-                        overrides=[f"training.data_dir={data_dir.resolve()}", f"model.name={model}",
-                                   f"training.plot_dir={(out / 'sweep' / 'plots').resolve()}"])
+        final = run_local_sweep(sweep_spec, n_workers=workers, work_dir=out / "sweep", console=console,
+                                overrides=[f"training.data_dir={data_dir.resolve()}", f"model.name={model}",
+                                           f"training.plot_dir={(out / 'sweep' / 'plots').resolve()}"])
         stage("sweep", began)
 
+        console.print(Rule("which sweep settings transfer best"))
+        began = time.monotonic()
+        summary_extra["sweep_analysis"] = str(_analyse_sweep(Path(final.trials_csv), model, data_dir, out, batch_size))
+        stage("sweep analysis", began)
+
     timings["total"] = round(time.monotonic() - started, 1)
-    summary = {"timings_s": timings, "transfer": report.to_dict(), "adapter": str(trained.adapter_dir)}
+    summary = {"timings_s": timings, "transfer": report.to_dict(), "adapter": str(trained.adapter_dir), **summary_extra}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     console.print(f"table: {md_path} · summary: {out / 'demo_summary.json'} · total {timings['total']:.0f}s")
+
+
+def _analyse_sweep(trials_csv: Path, model: str, data_dir: Path, out: Path, batch_size: int) -> Path:
+    """The sweep's analysis, with the untrained model scored on the same validation items as the trials."""
+    from spelltransfer.analyse.sweep import analyse_sweep, baseline_from_eval, load_trials
+    from spelltransfer.data import load_split
+    from spelltransfer.evaluate.evaluator import evaluate_model
+    from spelltransfer.evaluate.generation import HFGenerationEngine
+
+    trials, _, _ = load_trials(trials_csv)
+    per_task = max((n for trial in trials for n in trial.n.values()), default=0)
+    baseline = None
+    if per_task:
+        engine = HFGenerationEngine(model, batch_size=batch_size)
+        try:
+            result = evaluate_model(engine, load_split(data_dir, "validation"), limit=per_task,
+                                    out=out / "eval_base_validation.json", data=str(data_dir), split="validation")
+        finally:
+            engine.close()
+        baseline = baseline_from_eval(result)
+    analysis = analyse_sweep(trials_csv, baseline=baseline)
+    written = analysis.save(out / "sweep_analysis")
+    for task, effect in analysis.spelling_vs_transfer.items():
+        text = "too few distinct values" if effect.rho is None else f"rho {effect.rho:+.2f} (p {effect.p:.2g})"
+        console.print(f"spelling vs {task} across trials: {text}")
+    console.print(f"sweep analysis: {written['markdown']}")
+    return written["markdown"]
 
 
 def register(app: typer.Typer) -> None:

@@ -32,6 +32,18 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     return lower, upper
 
 
+def newcombe_interval(successes_a: int, n_a: int, successes_b: int, n_b: int, z: float = Z95) -> tuple[float, float]:
+    """Interval for p_a - p_b of two independent proportions: Newcombe's hybrid score interval
+    (Newcombe 1998, method 10), built from the two Wilson intervals."""
+    p_a, p_b = successes_a / n_a, successes_b / n_b
+    low_a, high_a = wilson_interval(successes_a, n_a, z)
+    low_b, high_b = wilson_interval(successes_b, n_b, z)
+    diff = p_a - p_b
+    lower = diff - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2)
+    upper = diff + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2)
+    return max(-1.0, lower), min(1.0, upper)
+
+
 @dataclass(frozen=True)
 class PairedComparison:
     """B against A on the same n items. ``gain`` = accuracy(B) - accuracy(A).

@@ -63,6 +63,18 @@ def accuracy_task(key: str) -> str | None:
     return None
 
 
+def item_count_task(key: str) -> str | None:
+    """The task a flattened validation key counts the evaluated items of (``validation.tasks.count.n``,
+    ``validation/count_n``), or None."""
+    lowered = key.lower().replace("/", ".")
+    if not lowered.startswith("validation."):
+        return None
+    for task in TASKS:
+        if lowered.endswith((f".{task}.n", f".{task}_n")):
+            return task
+    return None
+
+
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     """``run_dir/metrics.json`` as a dict, or None if the run has not written it (yet)."""
     path = run_dir / "metrics.json"

@@ -36,7 +36,7 @@ from spelltransfer.sweep import results
 from spelltransfer.sweep.spec import SweepSpec, check_training_config, parse_spec, trial_overrides
 from spelltransfer.sweep.store import ACTIVE_DISPATCH, ControllerStore, DispatchRow
 from spelltransfer.sweep.study import (intermediate_value, objective_value, open_study, storage_url, suggest,
-                                      task_accuracies)
+                                      task_accuracies, task_item_counts)
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -397,6 +397,7 @@ class SweepController:
     def _on_worker_finished(self, stub, dispatch: DispatchRow, sweep: _Sweep, trial: _T.Trial) -> None:
         metrics = dict(trial.metrics)
         accuracies = {f"{task}_accuracy": value for task, value in task_accuracies(metrics).items()}
+        accuracies |= {f"{task}_n": n for task, n in task_item_counts(metrics).items()}  # for intervals
         attrs = {"metrics": accuracies, "steps": int(trial.last_step), "stop_reason": trial.stop_reason,
                  "worker": dispatch.worker, "worker_trial_id": dispatch.worker_trial_id, "attempts": dispatch.attempt,
                  "train_run_id": trial.tracking_run_ids.get("mlflow", ""),

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from spelltransfer.sweep.controller import SweepView, TrialView
 
 ACCURACY_COLUMNS = ("spelling_accuracy", "position_accuracy", "count_accuracy")
+ITEM_COUNT_COLUMNS = ("spelling_n", "position_n", "count_n")  # validation items behind each accuracy
 
 
 def trials_csv_path(results_dir: str, sweep: str) -> Path:
@@ -30,7 +31,7 @@ def trials_csv_path(results_dir: str, sweep: str) -> Path:
 def write_trials_csv(path: Path, view: "SweepView") -> None:
     """One row per trial (params, accuracies, objective, steps, stop reason), written atomically."""
     param_names = sorted({name for trial in view.trials for name in trial.params})
-    columns = ["number", "state", "attempts", "worker", *param_names, *ACCURACY_COLUMNS, "objective", "steps",
+    columns = ["number", "state", "attempts", "worker", *param_names, *ACCURACY_COLUMNS, *ITEM_COUNT_COLUMNS, "objective", "steps",
                "stop_reason", "duration_s", "error"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
@@ -43,6 +44,9 @@ def write_trials_csv(path: Path, view: "SweepView") -> None:
         for column in ACCURACY_COLUMNS:
             value = trial.metrics.get(column)
             row[column] = "" if value is None else f"{value:.6g}"
+        for column in ITEM_COUNT_COLUMNS:
+            value = trial.metrics.get(column)
+            row[column] = "" if value is None else int(value)
         writer.writerow(row)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, buffer.getvalue(), fsync=False)
@@ -110,7 +114,7 @@ class SweepTracker:
         if run_id is None:
             run_id = self.client.create_run(self.experiment_id, run_name=f"{sweep}-trial-{trial.number}",
                                             tags=tags).info.run_id
-        metrics = {k: v for k, v in trial.metrics.items() if k in ACCURACY_COLUMNS}
+        metrics = {k: v for k, v in trial.metrics.items() if k in ACCURACY_COLUMNS + ITEM_COUNT_COLUMNS}
         if trial.objective is not None:
             metrics["objective"] = trial.objective
         metrics.update(steps=float(trial.steps), attempts=float(trial.attempts), duration_s=trial.duration_s)

@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from spelltransfer.platform.events import accuracy_task
+from spelltransfer.platform.events import accuracy_task, item_count_task
 from spelltransfer.sweep.spec import SweepSpec
 
 TASKS = ("spelling", "position", "count")
@@ -99,6 +99,11 @@ def task_accuracies(metrics: dict[str, float]) -> dict[str, float]:
         if task not in found or rank > found[task][0]:
             found[task] = (rank, value)
     return {task: value for task, (_, value) in found.items()}
+
+
+def task_item_counts(metrics: dict[str, float]) -> dict[str, int]:
+    """Per-task number of validation items the accuracies were measured on (for their intervals)."""
+    return {task: int(value) for key, value in metrics.items() if (task := item_count_task(key)) is not None}
 
 
 def objective_value(objective: str, metrics: dict[str, float]) -> float | None:
