@@ -128,3 +128,7 @@ def test_sweep_survives_kill_of_worker_and_controller(tmp_path, base_config, mak
     assert [p.info.run_id for p in parents] == [final.mlflow_run_id]
     assert sorted(c.data.tags["trial.number"] for c in children) == ["0", "1", "2", "3"]
     assert all("objective" in c.data.metrics for c in children)
+    # The finished sweep is analysed (results/analysis/NAME) and the report rides on the parent run.
+    assert "4 completed trials" in (results_dir / "analysis" / "kill-test" / "sweep_analysis.md").read_text()
+    artifacts = {a.path for a in mlflow.list_artifacts(final.mlflow_run_id, "analysis")}
+    assert {"analysis/sweep_analysis.md", "analysis/sweep_analysis.json", "analysis/figures"} <= artifacts

@@ -283,10 +283,12 @@ class SweepController:
             trials = sweep.study.get_trials(deepcopy=False)
         if len(trials) < sweep.spec.trial_count() or any(t.state not in FINISHED for t in trials):
             return
-        self._register_champion(name)  # before COMPLETED: a watcher may stop the platform right after
+        # Both before COMPLETED: a watcher may stop the platform right after it.
+        self._register_champion(name)
+        analysis_dir = self._analyse(self.get(name))
         self.store.update_sweep(name, state="COMPLETED", finished_at=time.time())
         self._event(name, "sweep_finished", -1, "COMPLETED")
-        self._finish_sweep(name)
+        self._finish_sweep(name, analysed=True, analysis_dir=analysis_dir)
 
     # ---------------------------------------------------------------- following one attempt
 
@@ -607,17 +609,39 @@ class SweepController:
             return
         tracker.sync_trials(view.mlflow_run_id, view.name, view.trials)
 
-    def _finish_sweep(self, name: str) -> None:
+    def _finish_sweep(self, name: str, analysed: bool = False, analysis_dir: Path | None = None) -> None:
         view = self.get(name)
         self._write_csv(view)
+        if not analysed:
+            analysis_dir = self._analyse(view)
         if view.mlflow_run_id:
             try:
                 tracker = self._tracker(name)
                 if tracker is not None:
                     self._sync_child_runs(view)
-                    tracker.finish_sweep(view.mlflow_run_id, view, Path(view.trials_csv))
+                    tracker.finish_sweep(view.mlflow_run_id, view, Path(view.trials_csv), analysis_dir)
             except Exception:
                 log.exception("MLflow parent run for %s could not be closed", name)
+
+    def _analyse(self, view: SweepView) -> Path | None:
+        """``spelltransfer analyse sweep`` on the finished sweep, beside its trials.csv's results
+        (RESULTS_DIR/analysis/NAME); None when no trial has accuracies. Never fails the sweep."""
+        from spelltransfer.analyse.sweep import analyse_sweep
+        from spelltransfer.errors import DataError
+
+        trials_csv = Path(view.trials_csv)
+        out = trials_csv.parent.parent.parent / "analysis" / view.name
+        self._write_csv(view)
+        try:
+            analyse_sweep(trials_csv).save(out)
+        except DataError as error:
+            log.info("no analysis of %s: %s", view.name, error)
+            return None
+        except Exception:
+            log.exception("the analysis of %s failed", view.name)
+            return None
+        self._event(view.name, "sweep_analysed", -1, str(out / "sweep_analysis.md"))
+        return out
 
     def _register_champion(self, name: str) -> None:
         """``registry.enabled``: the best trial's adapter becomes ``model_name@alias`` (the registry's

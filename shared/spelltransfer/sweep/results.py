@@ -149,11 +149,14 @@ class SweepTracker:
                 repaired.append(trial.number)
         return repaired
 
-    def finish_sweep(self, run_id: str, view: "SweepView", csv_path: Path | None) -> None:
+    def finish_sweep(self, run_id: str, view: "SweepView", csv_path: Path | None,
+                     analysis_dir: Path | None = None) -> None:
         if view.best_number >= 0:
             self.client.log_metric(run_id, "best_value", view.best_value)
             self.client.set_tag(run_id, "best_trial", str(view.best_number))
         self.client.log_metric(run_id, "trials", float(len(view.trials)))
         if csv_path is not None and csv_path.exists():
             self.client.log_artifact(run_id, str(csv_path))
+        if analysis_dir is not None and analysis_dir.is_dir():  # the report and its figures, side by side
+            self.client.log_artifacts(run_id, str(analysis_dir), "analysis")
         self.client.set_terminated(run_id, status="FINISHED" if view.state == "COMPLETED" else "KILLED")
