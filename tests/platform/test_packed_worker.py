@@ -184,7 +184,8 @@ def test_local_sweep_with_pack_size(tmp_path, base_config, make_overrides):
             "overrides": make_overrides(max_steps=2, save_steps=2), "strategy": "random", "seed": 1,
             "objective": "spelling", "max_trials": 2, "max_retries": 0,
             "parameters": {"optimizer.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True}},
-            "results_dir": str(tmp_path / "results"), "mlflow": {"enabled": False}}
+            "results_dir": str(tmp_path / "results"), "mlflow": {"enabled": False},
+            "wandb": {"enabled": True, "mode": "offline"}}
     spec_path = tmp_path / "local-packed.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     final = run_local_sweep(spec_path, n_workers=1, slots=2, pack_size=2, work_dir=tmp_path / "platform",
@@ -204,3 +205,14 @@ def test_local_sweep_with_pack_size(tmp_path, base_config, make_overrides):
     analysis = analyse_sweep(trials_csv)
     assert analysis.trials == 2 and analysis.params == ["optimizer.lr"]
     assert all(trial.ci95["spelling"] is not None for trial in analysis.top)
+
+    # W&B: the trials' runs are grouped under the sweep; the sweep's summary run holds the joined
+    # table (parameters + validation accuracies) and the analysis figures.
+    for run in runs:
+        if run.is_dir():
+            assert yaml.safe_load((run / "config.yaml").read_text())["training"]["tracking"]["wandb"]["group"] == "local-packed"
+    (summary,) = (tmp_path / "results" / "wandb").glob("offline-run-*")
+    (table,) = (summary / "files" / "media" / "table").glob("trials_*.table.json")
+    logged = json.loads(table.read_text())
+    assert "position_accuracy" in logged["columns"] and len(logged["data"]) == 2
+    assert len(list((summary / "files" / "media" / "images").rglob("*.png"))) == 2

@@ -35,6 +35,8 @@ def spec_with(**changes):
     ({"pruner": {"kind": "median"}}, "pruner.kind"),
     ({"pruner": {"kind": "asha", "reduction_factor": 1}}, "pruner.reduction_factor"),
     ({"max_retries": -1}, "max_retries"),
+    ({"wandb": {"mode": "cloud"}}, "wandb.mode"),
+    ({"wandb": {"enable": True}}, "wandb.enable"),
     ({"storage": "redis://x"}, "storage"),
     ({"registry": {"enabled": True}, "mlflow": {"enabled": False}}, "registry.enabled"),
     ({"registry": {"mode": "best"}}, "registry.mode"),
@@ -73,7 +75,9 @@ def test_training_config_checked_per_parameter(base_config):
     spec = spec_with(base_config=base_config)
     with pytest.raises(ConfigError, match="grad_accum"):
         check_training_config(spec, {"training.batch_size": 4, "training.grad_accum": 8})
-    assert trial_overrides(spec, {"optimizer.lr": 0.0003}) == ["optimizer.lr=0.0003"]
+    # The sweep's name groups its trials' W&B runs; the sweep's fixed overrides may still change it.
+    assert trial_overrides(spec, {"optimizer.lr": 0.0003}) == [f"training.tracking.wandb.group={spec.name}",
+                                                               "optimizer.lr=0.0003"]
 
 
 def test_objectives_from_metrics():

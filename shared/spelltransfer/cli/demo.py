@@ -9,6 +9,7 @@ spelling and with transfer (``spelltransfer analyse sweep``). Everything lands u
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.rule import Rule
 
-console = Console()
+# The trial table has ~12 columns: below 150 characters (or when piped, where rich assumes 80) it truncates.
+console = Console(width=max(shutil.get_terminal_size((150, 24)).columns, 150))
 
 
 def demo(

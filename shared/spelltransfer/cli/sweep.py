@@ -7,6 +7,7 @@ neither: it starts a controller and workers on 127.0.0.1, runs the sweep and sto
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +15,8 @@ import typer
 from rich.console import Console
 
 sweep_app = typer.Typer(help="Hyperparameter sweeps on the trainer workers (Optuna).", no_args_is_help=True)
-console = Console()
+# The trial table has ~12 columns: below 150 characters (or when piped, where rich assumes 80) it truncates.
+console = Console(width=max(shutil.get_terminal_size((150, 24)).columns, 150))
 
 ControllerOption = typer.Option(None, "--controller", help="Controller HOST:PORT (default $SPELLTRANSFER_CONTROLLER).")
 

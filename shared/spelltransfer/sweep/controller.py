@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -286,6 +286,7 @@ class SweepController:
         # Both before COMPLETED: a watcher may stop the platform right after it.
         self._register_champion(name)
         analysis_dir = self._analyse(self.get(name))
+        self._log_wandb(name, analysis_dir, state="COMPLETED")
         self.store.update_sweep(name, state="COMPLETED", finished_at=time.time())
         self._event(name, "sweep_finished", -1, "COMPLETED")
         self._finish_sweep(name, analysed=True, analysis_dir=analysis_dir)
@@ -612,8 +613,9 @@ class SweepController:
     def _finish_sweep(self, name: str, analysed: bool = False, analysis_dir: Path | None = None) -> None:
         view = self.get(name)
         self._write_csv(view)
-        if not analysed:
+        if not analysed:  # a cancelled sweep: what ran is still worth reading
             analysis_dir = self._analyse(view)
+            self._log_wandb(name, analysis_dir)
         if view.mlflow_run_id:
             try:
                 tracker = self._tracker(name)
@@ -622,6 +624,31 @@ class SweepController:
                     tracker.finish_sweep(view.mlflow_run_id, view, Path(view.trials_csv), analysis_dir)
             except Exception:
                 log.exception("MLflow parent run for %s could not be closed", name)
+
+    def _log_wandb(self, name: str, analysis_dir: Path | None, state: str | None = None) -> None:
+        """``wandb.enabled``: the sweep's summary run (trials table, analysis, figures); never fails the sweep."""
+        spec = self._open(name).spec
+        if not spec.wandb.enabled:
+            return
+        view = self.get(name)
+        if state is not None:  # logged just before the state is stored
+            view = replace(view, state=state)
+        try:
+            from spelltransfer.sweep.wandb_report import log_sweep_run
+
+            run_id = log_sweep_run(spec, view, analysis_dir)
+        except Exception as error:
+            log.exception("the W&B summary run of %s failed", name)
+            self._event(name, "wandb_failed", -1, f"W&B: {error}"[:500])
+            return
+        self._event(name, "wandb_logged", -1, run_id)
+        if view.mlflow_run_id:
+            try:
+                tracker = self._tracker(name)
+                if tracker is not None:
+                    tracker.client.set_tag(view.mlflow_run_id, "spelltransfer.wandb_run_id", run_id)
+            except Exception:
+                log.exception("tagging the MLflow parent run of %s with its W&B run failed", name)
 
     def _analyse(self, view: SweepView) -> Path | None:
         """``spelltransfer analyse sweep`` on the finished sweep, beside its trials.csv's results

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from spelltransfer.errors import ConfigError
+from spelltransfer.track.config import WANDB_PROJECT
 
 Objective = Literal["spelling", "position", "count", "mean_transfer"]
 
@@ -121,6 +122,19 @@ class MlflowSpec(BaseModel):
     experiment: str | None = Field(None, description="null = sweeps/<name>.")
 
 
+class WandbSpec(BaseModel):
+    """A W&B run per sweep, written when it ends: the trials as a table, the analysis and its figures.
+    (Each trial's own W&B runs are grouped under the sweep's name either way.)"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="Log the sweep's summary run to W&B at its end.")
+    project: str = Field(WANDB_PROJECT, min_length=1, description="W&B project (the trials' default too).")
+    mode: Literal["offline", "online", "disabled"] | None = Field(
+        None, description="null = $WANDB_MODE, else offline (sync later with `wandb sync`).")
+    dir: str | None = Field(None, description="Where W&B writes its files; null = RESULTS_DIR.")
+
+
 class RegistrySpec(BaseModel):
     """Register the best trial's adapter in the MLflow Model Registry when the sweep completes."""
 
@@ -158,6 +172,7 @@ class SweepSpec(BaseModel):
     storage: str | None = Field(None, description="Optuna RDB URL (sqlite:///..., postgresql://...); null = SQLite in the controller's state dir.")
     results_dir: str = Field("results", min_length=1, description="trials.csv goes to RESULTS_DIR/metrics/<name>/.")
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec, description="MLflow parent/child runs.")
+    wandb: WandbSpec = Field(default_factory=WandbSpec, description="W&B summary run of the sweep.")
     registry: RegistrySpec = Field(default_factory=RegistrySpec, description="Model Registry: the champion.")
 
     @model_validator(mode="after")
@@ -245,8 +260,10 @@ def check_training_config(spec: SweepSpec, params: dict[str, Any] | None = None)
 
 
 def trial_overrides(spec: SweepSpec, params: dict[str, Any]) -> list[str]:
-    """--set assignments for one trial: the sweep's fixed overrides, then its parameters."""
-    return list(spec.overrides) + [f"{key}={_yaml_scalar(value)}" for key, value in params.items()]
+    """--set assignments for one trial: its W&B group (the sweep), the sweep's fixed overrides, then
+    its parameters."""
+    return ([f"training.tracking.wandb.group={spec.name}", *spec.overrides]
+            + [f"{key}={_yaml_scalar(value)}" for key, value in params.items()])
 
 
 def _yaml_scalar(value: Any) -> str:

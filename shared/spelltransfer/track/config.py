@@ -30,6 +30,7 @@ class WandbConfig(BaseModel):
         None, description="null = $WANDB_MODE, else offline (works with no network)."
     )
     dir: str | None = Field(None, description="Where W&B writes its files; null = the run's output folder.")
+    group: str | None = Field(None, description="W&B run group; a sweep sets its name, so its trials chart together.")
 
 
 class TrackingConfig(BaseModel):

@@ -22,7 +22,8 @@ class WandbTracker:
 
         self.dir.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
-            project=self.config.project, name=run_name, config=params, dir=str(self.dir), mode=self.mode,
+            project=self.config.project, name=run_name, group=self.config.group, config=params, dir=str(self.dir),
+            mode=self.mode,
             id=resume_id, resume="allow" if resume_id else None, tags=[f"{k}:{v}"[:64] for k, v in tags.items()][:20],
             settings=wandb.Settings(silent=True, console="off"), reinit="create_new",
         )

@@ -1,0 +1,53 @@
+"""The sweep's own W&B run, written when it ends: what a W&B user opens to compare its trials.
+
+The trials' W&B runs carry their hyperparameters but not the validation accuracies the worker
+measures after training (that evaluation is a separate run), so W&B alone cannot chart "lr
+against position accuracy". This run holds the joined view: ``trials`` (one row per trial:
+parameters, the three accuracies, the items behind them, objective), ``effects`` (the analysis's
+rank correlations) and the analysis figures, in the same project and group as the trials.
+Offline unless told otherwise (``wandb sync`` uploads it later).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+
+def log_sweep_run(spec, view, analysis_dir: Path | None) -> str:
+    """Write the summary run of a finished sweep (``spec``: SweepSpec, ``view``: SweepView); its id."""
+    import wandb
+
+    settings = spec.wandb
+    out = Path(settings.dir or spec.results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mode = settings.mode or os.environ.get("WANDB_MODE") or "offline"
+    config = {"objective": spec.objective, "strategy": spec.strategy, "max_trials": spec.max_trials,
+              "parameters": {key: parameter.model_dump(exclude_none=True) for key, parameter in spec.parameters.items()},
+              "overrides": list(spec.overrides), "pruner": spec.pruner.kind}
+    run = wandb.init(project=settings.project, name=f"{view.name}-summary", group=view.name, job_type="sweep-summary",
+                     config=config, dir=str(out), mode=mode, settings=wandb.Settings(silent=True, console="off"),
+                     reinit="create_new")
+    try:
+        with open(view.trials_csv, newline="") as handle:
+            rows = list(csv.reader(handle))
+        payload = {"trials": wandb.Table(columns=rows[0], data=rows[1:])} if rows else {}
+        if analysis_dir is not None:
+            effects_json = analysis_dir / "sweep_analysis.json"
+            if effects_json.exists():
+                effects = json.loads(effects_json.read_text())["effects"]
+                payload["effects"] = wandb.Table(
+                    columns=["param", "task", "trials", "rho", "p", "p_adjusted"],
+                    data=[[e["param"], e["task"], e["trials"], e["rho"], e["p"], e["p_adjusted"]] for e in effects])
+            for figure in sorted((analysis_dir / "figures").glob("*.png")):
+                payload[f"figures/{figure.stem}"] = wandb.Image(str(figure))
+        run.log(payload)
+        run.summary.update({"state": view.state, "trials": len(view.trials), "best_trial": view.best_number,
+                            **({"best_value": view.best_value} if view.best_number >= 0 else {})})
+        run.finish(exit_code=0 if view.state == "COMPLETED" else 1)
+    except BaseException:
+        run.finish(exit_code=1)
+        raise
+    return run.id
