@@ -38,7 +38,10 @@ def _from_run_dir(run_dir: Path) -> dict:
             "data": str(config["training"]["data_dir"]), "split": "validation",
             "tasks": list(transfer.get("eval_tasks") or []) or None,
             "limit": transfer.get("eval_items_per_task"),
-            "batch_size": int(config["training"].get("eval_batch_size") or 32)}
+            "batch_size": int(config["training"].get("eval_batch_size") or 32),
+            # The run's thread budget holds for its evaluation too: workers sharing the cores each
+            # set it, and one evaluation at torch's default (every core) beside them oversubscribes.
+            "num_threads": config["training"].get("num_threads")}
 
 
 def log_to_wandb(run_dir: Path, result) -> str | None:
@@ -74,9 +77,16 @@ def log_to_wandb(run_dir: Path, result) -> str | None:
 
 
 def run(model: str, adapter: str | None, data: str, split: str, out: str, tasks: list[str] | None = None,
-        limit: int | None = None, batch_size: int = 32):
+        limit: int | None = None, batch_size: int = 32, num_threads: int | None = None):
     from spelltransfer.data import load_split
     from spelltransfer.evaluate.evaluator import evaluate_model
+
+    if num_threads is not None:
+        if int(num_threads) < 1:
+            raise SpellTransferError(f"num_threads must be >= 1, got {num_threads}")
+        import torch
+
+        torch.set_num_threads(int(num_threads))
 
     return evaluate_model(model, load_split(data, split), adapter=adapter or None, tasks=tasks, limit=limit or None,
                    batch_size=batch_size, out=out, data=data, split=split, progress=False)
@@ -92,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default="", help="Comma-separated tasks (default: all).")
     parser.add_argument("--limit", type=int, default=0, help="Items per task (0 = all).")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
     parser.add_argument("--out", required=True, help="Result JSON (predictions JSONL beside it).")
     args = parser.parse_args(argv)
     try:
@@ -102,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SpellTransferError("--model and --data are required without --run-dir")
             job = {"model": args.model, "adapter": args.adapter, "data": args.data, "split": args.split,
                    "tasks": [t for t in args.tasks.split(",") if t] or None, "limit": args.limit,
-                   "batch_size": args.batch_size}
+                   "batch_size": args.batch_size, "num_threads": args.threads}
         result = run(out=args.out, **job)
         if args.run_dir is not None:
             log_to_wandb(args.run_dir, result)
