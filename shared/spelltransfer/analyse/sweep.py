@@ -304,6 +304,11 @@ def plot_analysis(analysis: SweepAnalysis, out_dir: Path) -> dict[str, Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     markers = {"spelling": "o", "position": "s", "count": "^"}
+    colors = {"spelling": "C0", "position": "C1", "count": "C2"}   # the same in every figure
+    # Zoom to the data (accuracies of short runs sit near 0), never past 100 %.
+    highest = max([a for t in trials for a in t.accuracy.values()]
+                  + [b["accuracy"] for b in (analysis.baseline or {}).values()] + [0.05])
+    top = min(1.02, highest * 1.15 + 0.02)
     written = {}
     if analysis.params:
         fig, axes = plt.subplots(1, len(analysis.params), figsize=(4.2 * len(analysis.params), 3.6), squeeze=False)
@@ -330,13 +335,13 @@ def plot_analysis(analysis: SweepAnalysis, out_dir: Path) -> dict[str, Path]:
                 points = [(nudge(x, i), t.accuracy[task]) for x, t in zip(xs, trials) if task in t.accuracy]
                 if points:
                     ax.scatter([p[0] for p in points], [p[1] for p in points], marker=markers[task], alpha=0.7,
-                               label=task)
+                               label=task, color=colors[task])
                     if analysis.baseline and task in analysis.baseline:
                         ax.axhline(analysis.baseline[task]["accuracy"], linestyle=":", linewidth=0.8,
-                                   color=ax.collections[-1].get_facecolor()[0])
+                                   color=colors[task])
             ax.set_xlabel(param)
             ax.set_ylabel("validation accuracy")
-            ax.set_ylim(-0.02, 1.02)
+            ax.set_ylim(-0.01, top)
         axes[0][0].legend(fontsize=8)
         fig.suptitle("accuracy by parameter (dotted: untrained baseline)" if analysis.baseline
                      else "accuracy by parameter")
@@ -346,11 +351,11 @@ def plot_analysis(analysis: SweepAnalysis, out_dir: Path) -> dict[str, Path]:
     for task in TRANSFER_TASKS:
         both = [t for t in trials if "spelling" in t.accuracy and task in t.accuracy]
         ax.scatter([t.accuracy["spelling"] for t in both], [t.accuracy[task] for t in both], marker=markers[task],
-                   alpha=0.7, label=task)
+                   alpha=0.7, label=task, color=colors[task])
     ax.set_xlabel("spelling accuracy")
     ax.set_ylabel("transfer accuracy")
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(-0.01, top)
+    ax.set_ylim(-0.01, top)
     ax.legend(fontsize=8)
     ax.set_title("does spelling go with transfer?")
     fig.tight_layout()

@@ -108,7 +108,7 @@ def local(spec: Path = typer.Argument(..., help="Sweep spec YAML."),
     from spelltransfer.sweep.local import run_local_sweep
 
     final = run_local_sweep(spec, n_workers=workers, slots=slots, work_dir=work_dir, overrides=overrides or [],
-                            pack_size=pack_size)
+                            pack_size=pack_size, console=console)
     if any(t.state != "COMPLETE" for t in final.trials):
         raise typer.Exit(1)
 
