@@ -31,7 +31,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from spelltransfer.atomic import atomic_path, write_text_atomic
+from spelltransfer.atomic import write_text_atomic
 from spelltransfer.errors import DataError
 from spelltransfer.evaluate.stats import newcombe_interval, wilson_interval
 
@@ -181,6 +181,8 @@ class SweepAnalysis:
         out_dir.mkdir(parents=True, exist_ok=True)
         written = {}
         if figures:
+            from spelltransfer.analyse.sweep_figures import plot_analysis
+
             written |= plot_analysis(self, out_dir / "figures")
         names = [str(path.relative_to(out_dir)) for path in written.values()]
         written["json"] = write_text_atomic(out_dir / "sweep_analysis.json", json.dumps(self.to_dict(), indent=2) + "\n")
@@ -241,14 +243,14 @@ def analyse_sweep(path: str | os.PathLike, baseline: dict[str, dict] | None = No
     effects, levels = [], {}
     for param in params:
         values = [t.params[param] for t in trials]
-        numeric = [_float(v) for v in values]
+        as_numbers = [numeric(v) for v in values]
         for task in TASKS:
-            pairs = [(x, t.accuracy[task]) for x, t in zip(numeric, trials) if task in t.accuracy and x is not None]
-            if any(x is None for x in numeric) or not pairs:
+            pairs = [(x, t.accuracy[task]) for x, t in zip(as_numbers, trials) if task in t.accuracy and x is not None]
+            if any(x is None for x in as_numbers) or not pairs:
                 effects.append(ParamEffect(param, task, len(pairs), None, None))
             else:
                 effects.append(correlate(param, task, [x for x, _ in pairs], [y for _, y in pairs]))
-        distinct = sorted(set(values), key=lambda v: (_float(v) is None, _float(v) or 0.0, v))
+        distinct = sorted(set(values), key=lambda v: (numeric(v) is None, numeric(v) or 0.0, v))
         if 1 < len(distinct) <= config.max_levels:
             levels[param] = [_level(value, [t for t in trials if t.params[param] == value]) for value in distinct]
     tested = [i for i, e in enumerate(effects) if e.p is not None]
@@ -294,84 +296,6 @@ def spearman_permutation(xs: list[float], ys: list[float], permutations: int = 9
     return float(result.statistic), float(min(1.0, result.pvalue))
 
 
-def plot_analysis(analysis: SweepAnalysis, out_dir: Path) -> dict[str, Path]:
-    """Accuracy against each parameter (one panel each, a series per task), and transfer against spelling."""
-    trials = analysis.rows
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    markers = {"spelling": "o", "position": "s", "count": "^"}
-    colors = {"spelling": "C0", "position": "C1", "count": "C2"}   # the same in every figure
-    # Zoom to the data (accuracies of short runs sit near 0), never past 100 %.
-    highest = max([a for t in trials for a in t.accuracy.values()]
-                  + [b["accuracy"] for b in (analysis.baseline or {}).values()] + [0.05])
-    top = min(1.02, highest * 1.15 + 0.02)
-    written = {}
-    if analysis.params:
-        fig, axes = plt.subplots(1, len(analysis.params), figsize=(4.2 * len(analysis.params), 3.6), squeeze=False)
-        for ax, param in zip(axes[0], analysis.params):
-            values = [t.params[param] for t in trials]
-            numeric = [_float(v) for v in values]
-            log = False
-            if all(x is not None for x in numeric):
-                xs = numeric
-                log = min(xs) > 0 and max(xs) / min(xs) >= 4
-                if log:
-                    ax.set_xscale("log")
-                span = (max(xs) - min(xs)) or 1.0
-            else:  # categorical: one position per value
-                order = sorted(set(values))
-                xs = [order.index(v) for v in values]
-                ax.set_xticks(range(len(order)), order)
-                span = len(order)
-
-            def nudge(x: float, i: int) -> float:  # side by side, so equal accuracies do not hide each other
-                return x * (1 + 0.04 * (i - 1)) if log else x + 0.02 * span * (i - 1)
-
-            for i, task in enumerate(TASKS):
-                points = [(nudge(x, i), t.accuracy[task]) for x, t in zip(xs, trials) if task in t.accuracy]
-                if points:
-                    ax.scatter([p[0] for p in points], [p[1] for p in points], marker=markers[task], alpha=0.7,
-                               label=task, color=colors[task])
-                    if analysis.baseline and task in analysis.baseline:
-                        ax.axhline(analysis.baseline[task]["accuracy"], linestyle=":", linewidth=0.8,
-                                   color=colors[task])
-            ax.set_xlabel(param)
-            ax.set_ylabel("validation accuracy")
-            ax.set_ylim(-0.01, top)
-        axes[0][0].legend(fontsize=8)
-        fig.suptitle("accuracy by parameter (dotted: untrained baseline)" if analysis.baseline
-                     else "accuracy by parameter")
-        fig.tight_layout()
-        written["params_figure"] = _save_figure(fig, out_dir / "accuracy_by_parameter.png")
-    fig, ax = plt.subplots(figsize=(4.5, 3.8))
-    for task in TRANSFER_TASKS:
-        both = [t for t in trials if "spelling" in t.accuracy and task in t.accuracy]
-        ax.scatter([t.accuracy["spelling"] for t in both], [t.accuracy[task] for t in both], marker=markers[task],
-                   alpha=0.7, label=task, color=colors[task])
-    ax.set_xlabel("spelling accuracy")
-    ax.set_ylabel("transfer accuracy")
-    ax.set_xlim(-0.01, top)
-    ax.set_ylim(-0.01, top)
-    ax.legend(fontsize=8)
-    ax.set_title("does spelling go with transfer?")
-    fig.tight_layout()
-    written["transfer_figure"] = _save_figure(fig, out_dir / "transfer_vs_spelling.png")
-    return written
-
-
-def _save_figure(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path, fsync=False) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
-
-
 def _level(value: str, trials: list[TrialResult]) -> Level:
     mean, low, high = {}, {}, {}
     for task in TASKS:
@@ -414,7 +338,8 @@ def _number(row: dict, column: str, path: Path, line: int) -> float | None:
     return value
 
 
-def _float(text: str) -> float | None:
+def numeric(text: str) -> float | None:
+    """``text`` as a finite float, or None (a categorical value)."""
     try:
         value = float(text)
     except (TypeError, ValueError):
