@@ -215,4 +215,7 @@ def test_local_sweep_with_pack_size(tmp_path, base_config, make_overrides):
     (table,) = (summary / "files" / "media" / "table").glob("trials_*.table.json")
     logged = json.loads(table.read_text())
     assert "position_accuracy" in logged["columns"] and len(logged["data"]) == 2
+    row = dict(zip(logged["columns"], logged["data"][0]))
+    assert isinstance(row["optimizer.lr"], float) and isinstance(row["position_accuracy"], float)  # chartable
+    assert row["state"] == "COMPLETE" and row["error"] is None
     assert len(list((summary / "files" / "media" / "images").rglob("*.png"))) == 2

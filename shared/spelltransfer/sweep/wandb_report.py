@@ -33,7 +33,7 @@ def log_sweep_run(spec, view, analysis_dir: Path | None) -> str:
     try:
         with open(view.trials_csv, newline="") as handle:
             rows = list(csv.reader(handle))
-        payload = {"trials": wandb.Table(columns=rows[0], data=rows[1:])} if rows else {}
+        payload = {"trials": wandb.Table(columns=rows[0], data=_typed(rows[1:]))} if rows else {}
         if analysis_dir is not None:
             effects_json = analysis_dir / "sweep_analysis.json"
             if effects_json.exists():
@@ -51,3 +51,15 @@ def log_sweep_run(spec, view, analysis_dir: Path | None) -> str:
         run.finish(exit_code=1)
         raise
     return run.id
+
+
+def _typed(rows: list[list[str]]) -> list[list]:
+    """CSV cells as W&B can chart them: a column whose filled cells are all numbers becomes floats
+    (empty cells None); any other column stays text, so no column mixes types."""
+    from spelltransfer.analyse.sweep import numeric
+
+    width = max((len(row) for row in rows), default=0)
+    numeric_columns = {i for i in range(width)
+                       if all(numeric(row[i]) is not None for row in rows if i < len(row) and row[i] != "")}
+    return [[(numeric(cell) if cell != "" else None) if i in numeric_columns else cell for i, cell in enumerate(row)]
+            for row in rows]
