@@ -33,9 +33,9 @@ from pathlib import Path
 
 from spelltransfer.atomic import write_text_atomic
 from spelltransfer.errors import DataError
+from spelltransfer.evaluate.answers import TASKS
 from spelltransfer.evaluate.stats import newcombe_interval, wilson_interval
 
-TASKS = ("spelling", "position", "count")
 TRANSFER_TASKS = ("position", "count")
 # trials.csv columns that are not sweep parameters.
 RESERVED = {"number", "state", "attempts", "worker", "objective", "steps", "stop_reason", "duration_s", "error",

@@ -40,7 +40,7 @@ def sweep(
     figures: bool = typer.Option(True, help="Write PNG figures."),
 ) -> None:
     """Correlate each parameter with each task's accuracy, spelling with transfer; list the best trials."""
-    from spelltransfer.analyse.sweep import SweepAnalysisConfig, analyse_sweep, baseline_from_eval
+    from spelltransfer.analyse.sweep import TASKS, SweepAnalysisConfig, analyse_sweep, baseline_from_eval
     from spelltransfer.evaluate.evaluator import EvalResult
 
     path = _trials_csv(source, results_dir)
@@ -56,11 +56,11 @@ def sweep(
 
     table = Table(title=f"{analysis.trials} trials: Spearman rho (BH-adjusted p)")
     table.add_column("parameter")
-    for task in ("spelling", "position", "count"):
+    for task in TASKS:
         table.add_column(task, justify="right")
     for param in analysis.params:
         cells = []
-        for task in ("spelling", "position", "count"):
+        for task in TASKS:
             effect = next(e for e in analysis.effects if e.param == param and e.task == task)
             cells.append("–" if effect.rho is None else f"{effect.rho:+.2f} (p {effect.p_adjusted:.2g})")
         table.add_row(param, *cells)

@@ -612,8 +612,7 @@ class SweepController:
 
     def _finish_sweep(self, name: str, analysed: bool = False, analysis_dir: Path | None = None) -> None:
         view = self.get(name)
-        self._write_csv(view)
-        if not analysed:  # a cancelled sweep: what ran is still worth reading
+        if not analysed:  # a cancelled sweep: what ran is still worth reading (writes trials.csv first)
             analysis_dir = self._analyse(view)
             self._log_wandb(name, analysis_dir)
         if view.mlflow_run_id:
@@ -651,7 +650,7 @@ class SweepController:
                 log.exception("tagging the MLflow parent run of %s with its W&B run failed", name)
 
     def _analyse(self, view: SweepView) -> Path | None:
-        """``spelltransfer analyse sweep`` on the finished sweep, beside its trials.csv's results
+        """Write the final trials.csv, then ``spelltransfer analyse sweep`` on it, beside its results
         (RESULTS_DIR/analysis/NAME); None when no trial has accuracies. Never fails the sweep."""
         from spelltransfer.analyse.sweep import analyse_sweep
         from spelltransfer.errors import DataError

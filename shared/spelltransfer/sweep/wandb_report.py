@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 
@@ -20,37 +19,37 @@ def log_sweep_run(spec, view, analysis_dir: Path | None) -> str:
     """Write the summary run of a finished sweep (``spec``: SweepSpec, ``view``: SweepView); its id."""
     import wandb
 
+    from spelltransfer.track.config import WandbConfig
+    from spelltransfer.track.wandb_tracker import WandbTracker
+
     settings = spec.wandb
     out = Path(settings.dir or spec.results_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    mode = settings.mode or os.environ.get("WANDB_MODE") or "offline"
+    tracker = WandbTracker(WandbConfig(project=settings.project, mode=settings.mode, dir=str(out), group=view.name), out)
     config = {"objective": spec.objective, "strategy": spec.strategy, "max_trials": spec.max_trials,
               "parameters": {key: parameter.model_dump(exclude_none=True) for key, parameter in spec.parameters.items()},
               "overrides": list(spec.overrides), "pruner": spec.pruner.kind}
-    run = wandb.init(project=settings.project, name=f"{view.name}-summary", group=view.name, job_type="sweep-summary",
-                     config=config, dir=str(out), mode=mode, settings=wandb.Settings(silent=True, console="off"),
-                     reinit="create_new")
+    run_id = tracker.start(f"{view.name}-summary", config, {"job": "sweep-summary"}, None)
     try:
         with open(view.trials_csv, newline="") as handle:
             rows = list(csv.reader(handle))
-        payload = {"trials": wandb.Table(columns=rows[0], data=_typed(rows[1:]))} if rows else {}
+        if rows:
+            tracker.log_table("trials", rows[0], _typed(rows[1:]))
         if analysis_dir is not None:
             effects_json = analysis_dir / "sweep_analysis.json"
             if effects_json.exists():
                 effects = json.loads(effects_json.read_text())["effects"]
-                payload["effects"] = wandb.Table(
-                    columns=["param", "task", "trials", "rho", "p", "p_adjusted"],
-                    data=[[e["param"], e["task"], e["trials"], e["rho"], e["p"], e["p_adjusted"]] for e in effects])
-            for figure in sorted((analysis_dir / "figures").glob("*.png")):
-                payload[f"figures/{figure.stem}"] = wandb.Image(str(figure))
-        run.log(payload)
-        run.summary.update({"state": view.state, "trials": len(view.trials), "best_trial": view.best_number,
-                            **({"best_value": view.best_value} if view.best_number >= 0 else {})})
-        run.finish(exit_code=0 if view.state == "COMPLETED" else 1)
+                tracker.log_table("effects", ["param", "task", "trials", "rho", "p", "p_adjusted"],
+                                  [[e["param"], e["task"], e["trials"], e["rho"], e["p"], e["p_adjusted"]] for e in effects])
+            figures = {f"figures/{f.stem}": wandb.Image(str(f)) for f in sorted((analysis_dir / "figures").glob("*.png"))}
+            if figures:
+                tracker.run.log(figures)
+        tracker.run.summary.update({"state": view.state, "trials": len(view.trials), "best_trial": view.best_number,
+                                    **({"best_value": view.best_value} if view.best_number >= 0 else {})})
+        tracker.finish("FINISHED" if view.state == "COMPLETED" else "FAILED")
     except BaseException:
-        run.finish(exit_code=1)
+        tracker.finish("FAILED")
         raise
-    return run.id
+    return run_id
 
 
 def _typed(rows: list[list[str]]) -> list[list]:
