@@ -32,7 +32,10 @@ def build(
     out: Path = typer.Option(..., "--out", help="Dataset folder to write (created or refreshed)."),
     seed: Optional[int] = typer.Option(None, help=_help("seed"), show_default=False),
     model: Optional[str] = typer.Option(None, help=_help("model"), show_default=False),
+    train_source: Optional[str] = typer.Option(None, help=_help("train_source"), show_default=False),
     train_words: Optional[int] = typer.Option(None, help=_help("train_words"), show_default=False),
+    coverage: Optional[bool] = typer.Option(None, help=_help("coverage"), show_default=False),
+    presentations: Optional[str] = typer.Option(None, help=_help("presentations") + " Comma-separated.", show_default=False),
     eval_words: Optional[int] = typer.Option(None, help=_help("eval_words"), show_default=False),
     validation_fraction: Optional[float] = typer.Option(None, help=_help("validation_fraction"), show_default=False),
     train_size: Optional[int] = typer.Option(None, help=_help("train_size"), show_default=False),
@@ -42,7 +45,9 @@ def build(
     """Build DIR/{train,validation,test}.jsonl, DIR/hf/, DIR/words.json and DIR/manifest.json."""
     from spelltransfer.data.build import build_dataset
 
-    given = {k: v for k, v in dict(seed=seed, model=model, train_words=train_words, eval_words=eval_words,
+    shown = tuple(p.strip() for p in presentations.split(",") if p.strip()) if presentations is not None else None
+    given = {k: v for k, v in dict(seed=seed, model=model, train_source=train_source, train_words=train_words,
+                                    coverage=coverage, presentations=shown, eval_words=eval_words,
                                     validation_fraction=validation_fraction, train_size=train_size,
                                     validation_per_task=validation_per_task, test_per_task=test_per_task).items()
              if v is not None}
@@ -66,6 +71,10 @@ def build(
         table.add_row(split, *(str(counts.get(t, "-")) for t in ("spelling", "position", "count")),
                       str(manifest["words"][split]))
     console.print(table)
+    words, coverage_report = manifest["words"], manifest["piece_coverage"]
+    console.print(f"training words: {words['train_single_token']} single-token + {words['train_multi_token']} multi-token "
+                  f"({words['train_source']}); test pieces also in training words: "
+                  f"{coverage_report['test_pieces_in_train']:.1%} of {coverage_report['test_pieces']}", highlight=False)
     console.print(f"content sha256 {manifest['content_sha256']}  built in {manifest['build_seconds']} s", highlight=False)
 
 

@@ -26,27 +26,30 @@ from spelltransfer.data.config import DatasetConfig
 from spelltransfer.data.example import SPLITS, TASK_NAMES, Example
 from spelltransfer.data.io import write_jsonl
 from spelltransfer.data.tasks import get_task
-from spelltransfer.data.words import WordLists, describe_tokenizer, load_word_tokenizer, select_words
+from spelltransfer.data.words import (WordLists, describe_tokenizer, load_word_tokenizer, piece_coverage, select_words,
+                                     token_counts)
 from spelltransfer.errors import DataError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: examples carry a presentation; training words from single/dictionary/both
 SPLIT_TASKS = {"train": ("spelling",), "validation": TASK_NAMES, "test": TASK_NAMES}
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
-def make_examples(task: str, words: Sequence[str], n: int, seed: int = 0, split: str = "train") -> list[Example]:
+def make_examples(task: str, words: Sequence[str], n: int, seed: int = 0, split: str = "train",
+                  presentations: Sequence[str] = ("bare",), **task_options) -> list[Example]:
     """``n`` examples of ``task`` over ``words``; the same arguments always give the same list.
 
     For the trainer: e.g. ``make_examples("position", words.train, 2000, seed)`` mixes position
     questions on training words into training without touching the eval words.
     """
-    return list(get_task(task)(words, split, seed=seed, size=n))
+    return list(get_task(task)(words, split, seed=seed, size=n, presentations=presentations, **task_options))
 
 
 def split_examples(split: str, words: WordLists, config: DatasetConfig) -> list[Example]:
     """The examples of one split, interleaved across its tasks."""
     per_task = {"train": config.train_size, "validation": config.validation_per_task, "test": config.test_per_task}[split]
-    streams = [make_examples(task, words.for_split(split), per_task, config.seed, split) for task in SPLIT_TASKS[split]]
+    streams = [make_examples(task, words.for_split(split), per_task, config.seed, split, config.presentations)
+               for task in SPLIT_TASKS[split]]
     return [stream[i] for i in range(per_task) for stream in streams]
 
 
@@ -119,7 +122,8 @@ def build_dataset(out_dir: str | os.PathLike, config: DatasetConfig | None = Non
     words = select_words(tokenizer, seed=config.seed, train_words=config.train_words, eval_words=config.eval_words,
                          validation_fraction=config.validation_fraction, train_min_len=config.train_min_len,
                          train_max_len=config.train_max_len, eval_min_len=config.eval_min_len,
-                         eval_max_len=config.eval_max_len)
+                         eval_max_len=config.eval_max_len, train_source=config.train_source,
+                         coverage=config.coverage)
     report("words", 1, 1)
 
     examples = {}
@@ -148,7 +152,13 @@ def build_dataset(out_dir: str | os.PathLike, config: DatasetConfig | None = Non
             "counts": counts,
             "totals": {split: len(rows) for split, rows in examples.items()},
             "words": {"train": len(words.train), "validation": len(words.validation), "test": len(words.test),
-                      "train_pool": words.train_pool, "eval_candidates": words.eval_candidates},
+                      "train_pool": words.train_pool, "eval_candidates": words.eval_candidates,
+                      "train_source": config.train_source,
+                      "train_single_token": sum(n == 1 for n in token_counts(tokenizer, list(words.train))),
+                      "train_multi_token": sum(n >= 2 for n in token_counts(tokenizer, list(words.train)))},
+            "piece_coverage": piece_coverage(tokenizer, words.train, {"validation": words.validation, "test": words.test}),
+            "presentations": {split: {p: sum(e.presentation == p for e in rows) for p in config.presentations}
+                              for split, rows in examples.items()},
             "content_sha256": content_hash(staging),
             "files": files,
             "config": config.model_dump(),

@@ -6,7 +6,9 @@ options mirror these fields.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from spelltransfer.errors import ConfigError
 
@@ -16,16 +18,31 @@ class DatasetConfig(BaseModel):
 
     seed: int = Field(0, description="Seed for word selection and every example.")
     model: str = Field("smollm2-135m", description="Model whose tokenizer defines single-token (training) words.")
-    train_words: int = Field(3000, ge=1, description="Training words drawn from the single-token English words.")
+    train_source: Literal["single", "dictionary", "both"] = Field(
+        "both", description="Training words: single-token English words, multi-token dictionary words, or half each.")
+    train_words: int = Field(34000, ge=1, description="Training words (with 'both': half single-token, half dictionary).")
+    coverage: bool = Field(True, description="Choose dictionary training words to cover the most tokenizer pieces.")
+    presentations: tuple[str, ...] = Field(("bare", "single", "double"), min_length=1,
+                                           description="How prompts show the word (drawn per example): bare, single, double.")
     eval_words: int = Field(3000, ge=2, description="Multi-token dictionary words, split into validation and test.")
     validation_fraction: float = Field(0.4, gt=0, lt=1, description="Share of eval words that go to validation.")
-    train_size: int = Field(6000, ge=1, description="Spelling examples in train.jsonl (training words).")
+    train_size: int = Field(40000, ge=1, description="Spelling examples in train.jsonl (training words).")
     validation_per_task: int = Field(200, ge=1, description="Examples per task in validation.jsonl.")
     test_per_task: int = Field(300, ge=1, description="Examples per task in test.jsonl.")
     train_min_len: int = Field(3, ge=1, description="Shortest training word.")
     train_max_len: int = Field(12, ge=1, description="Longest training word.")
     eval_min_len: int = Field(4, ge=2, description="Shortest eval word.")
     eval_max_len: int = Field(12, ge=2, description="Longest eval word.")
+
+    @field_validator("presentations")
+    @classmethod
+    def _known_presentations(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from spelltransfer.data.presentation import PRESENTATIONS
+
+        unknown = [p for p in value if p not in PRESENTATIONS]
+        if unknown:
+            raise ValueError(f"unknown {unknown}; use some of {', '.join(PRESENTATIONS)}")
+        return tuple(dict.fromkeys(value))
 
     @model_validator(mode="after")
     def _lengths_ordered(self) -> "DatasetConfig":

@@ -25,9 +25,12 @@ class Example:
     answer: str
     template_id: str
     split: str
+    presentation: str = "bare"  # how the prompt shows the word: bare, single or double (data/presentation.py)
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Example))
+# Fields a file written before they existed may lack (they take their default).
+OPTIONAL_FIELDS = ("presentation",)

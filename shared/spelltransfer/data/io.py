@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Iterable
 
 from spelltransfer.atomic import open_atomic
-from spelltransfer.data.example import EXTERNAL, FIELD_NAMES, SPLITS, TASK_NAMES, Example
+from spelltransfer.data.example import EXTERNAL, FIELD_NAMES, OPTIONAL_FIELDS, SPLITS, TASK_NAMES, Example
+from spelltransfer.data.presentation import PRESENTATIONS
 from spelltransfer.errors import DataError
 
 _TSV_HEADERS = {("input1", "label"), ("prompt", "answer"), ("input", "label")}
@@ -47,13 +48,13 @@ def _parse_json(path: Path, number: int, line: str) -> dict:
 def _validated(path: Path, number: int, record: dict) -> Example:
     from spelltransfer.data.tasks import get_task
 
-    missing = [name for name in FIELD_NAMES if name not in record]
+    missing = [name for name in FIELD_NAMES if name not in record and name not in OPTIONAL_FIELDS]
     if missing:
         raise DataError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
     extra = sorted(set(record) - set(FIELD_NAMES))
     if extra:
         raise DataError(f"{path}:{number}: unknown field(s) {', '.join(extra)}")
-    for name in FIELD_NAMES:
+    for name in (n for n in FIELD_NAMES if n in record):
         if not isinstance(record[name], str) or not record[name].strip():
             raise DataError(f"{path}:{number}: field '{name}' must be a non-empty string, got {record[name]!r}")
     if record["task"] not in TASK_NAMES:
@@ -62,9 +63,11 @@ def _validated(path: Path, number: int, record: dict) -> Example:
         raise DataError(f"{path}:{number}: field 'split' is '{record['split']}'; use one of {', '.join(SPLITS)}")
     if not record["template_id"].startswith(record["task"] + "/"):
         raise DataError(f"{path}:{number}: field 'template_id' '{record['template_id']}' does not belong to task '{record['task']}'")
+    if record.get("presentation", "bare") not in PRESENTATIONS:
+        raise DataError(f"{path}:{number}: field 'presentation' is '{record['presentation']}'; use one of {', '.join(PRESENTATIONS)}")
     if not get_task(record["task"]).answer_pattern.fullmatch(record["answer"]):
         raise DataError(f"{path}:{number}: field 'answer' {record['answer']!r} is not a well-formed {record['task']} answer")
-    return Example(**{name: record[name] for name in FIELD_NAMES})
+    return Example(**{name: record[name] for name in FIELD_NAMES if name in record})
 
 
 def load_examples(path: str | os.PathLike) -> list[Example]:

@@ -131,14 +131,88 @@ def token_counts(tokenizer, words: list[str]) -> list[int]:
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
+TRAIN_SOURCES = ("single", "dictionary", "both")
+
+
+def word_pieces(tokenizer, words: list[str]) -> list[frozenset[int]]:
+    """Token ids each word is made of, in every presentation a prompt uses (bare and quoted).
+
+    Quoting changes the split (" garden" vs " 'garden'" vs ' "garden"'), so a piece a model must
+    learn to spell can appear in any of the three forms.
+    """
+    from spelltransfer.data.presentation import PRESENTATIONS, present
+    from tokenizers import Tokenizer
+
+    pieces: list[set[int]] = [set() for _ in words]
+    for name in PRESENTATIONS:
+        texts = [" " + present(w, name) for w in words]
+        if isinstance(tokenizer, Tokenizer):
+            encoded = [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+        else:
+            encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        for bag, ids in zip(pieces, encoded):
+            bag.update(ids)
+    return [frozenset(bag) for bag in pieces]
+
+
+def coverage_select(candidates: list[str], pieces: list[frozenset[int]], n: int, seed: int) -> list[str]:
+    """``n`` candidates chosen to cover as many distinct pieces as possible (lazy greedy max
+    coverage, ties in a seeded order); once every piece is covered the rest are a seeded sample."""
+    import heapq
+
+    if n >= len(candidates):
+        return list(candidates)
+    order = list(range(len(candidates)))
+    random.Random(f"coverage/{seed}").shuffle(order)
+    rank = {index: r for r, index in enumerate(order)}
+    heap = [(-len(pieces[i]), rank[i], i) for i in order]
+    heapq.heapify(heap)
+    covered: set[int] = set()
+    chosen: list[int] = []
+    while heap and len(chosen) < n:
+        negative_gain, r, index = heapq.heappop(heap)
+        gain = len(pieces[index] - covered)
+        if gain == 0:
+            heapq.heappush(heap, (0, r, index))
+            break
+        if gain < -negative_gain:  # stale: push back with its current gain
+            heapq.heappush(heap, (-gain, r, index))
+            continue
+        chosen.append(index)
+        covered |= pieces[index]
+    taken = set(chosen)
+    rest = [i for i in order if i not in taken]
+    chosen.extend(rest[: n - len(chosen)])
+    return [candidates[i] for i in chosen]
+
+
+def piece_coverage(tokenizer, train: tuple[str, ...], others: dict[str, tuple[str, ...]]) -> dict:
+    """How many distinct pieces the training words hold, and the share of each other split's
+    pieces (over all presentations) that some training word also contains."""
+    train_pieces = frozenset().union(*word_pieces(tokenizer, list(train))) if train else frozenset()
+    report = {"train_pieces": len(train_pieces)}
+    for split, words in others.items():
+        pieces = frozenset().union(*word_pieces(tokenizer, list(words))) if words else frozenset()
+        report[f"{split}_pieces"] = len(pieces)
+        report[f"{split}_pieces_in_train"] = round(len(pieces & train_pieces) / max(1, len(pieces)), 4)
+    return report
+
+
 def select_words(tokenizer, *, seed: int = 0, train_words: int = 3000, eval_words: int = 3000,
                  validation_fraction: float = 0.4, train_min_len: int = 3, train_max_len: int = 12,
-                 eval_min_len: int = 4, eval_max_len: int = 12) -> WordLists:
+                 eval_min_len: int = 4, eval_max_len: int = 12, train_source: str = "single",
+                 coverage: bool = True) -> WordLists:
     """Draw the training words and the validation/test words for ``seed``.
 
+    ``train_source``: ``single`` (whole-word tokens), ``dictionary`` (multi-token dictionary
+    words that are not eval words) or ``both`` (half each, the single half rounded down).
+    ``coverage``: pick the dictionary words to cover the most tokenizer pieces, else at random.
     Eval candidates are visited in a seeded order and tokenized in chunks until enough
-    multi-token words are found, so only a few thousand of the ~70k are ever tokenized.
+    multi-token words are found, so only a few thousand of the ~70k are ever tokenized
+    (the ``dictionary`` source tokenizes them all).
     """
+    if train_source not in TRAIN_SOURCES:
+        raise ConfigError(f"train_source must be one of {', '.join(TRAIN_SOURCES)}, got {train_source!r}")
     if train_words < 1:
         raise ConfigError(f"train_words must be >= 1, got {train_words}")
     if eval_words < 2:
@@ -146,26 +220,57 @@ def select_words(tokenizer, *, seed: int = 0, train_words: int = 3000, eval_word
     if not 0 < validation_fraction < 1:
         raise ConfigError(f"validation_fraction must be between 0 and 1, got {validation_fraction}")
     n_validation = min(max(1, round(eval_words * validation_fraction)), eval_words - 1)
+    n_dictionary = {"single": 0, "dictionary": train_words, "both": train_words - train_words // 2}[train_source]
+    n_single = train_words - n_dictionary
 
     pool = training_word_pool(tokenizer, train_min_len, train_max_len)
-    if train_words > len(pool):
-        raise ConfigError(f"train_words={train_words} but the tokenizer has only {len(pool)} single-token "
-                          f"English words of length {train_min_len}..{train_max_len}; lower train_words")
-    train = sorted(random.Random(f"train-words/{seed}").sample(pool, train_words))
+    if n_single > len(pool):
+        raise ConfigError(f"train_words={train_words} needs {n_single} single-token English words but the tokenizer "
+                          f"has only {len(pool)} of length {train_min_len}..{train_max_len}; lower train_words")
+    single = random.Random(f"train-words/{seed}").sample(pool, n_single) if n_single else []
     pool_set = set(pool)
 
     candidates = eval_word_candidates(eval_min_len, eval_max_len)
     random.Random(f"eval-words/{seed}").shuffle(candidates)
     chosen: list[str] = []
+    scanned = 0
     for start in range(0, len(candidates), 4096):
         chunk = [w for w in candidates[start:start + 4096] if w not in pool_set]
         chosen.extend(w for w, n in zip(chunk, token_counts(tokenizer, chunk)) if n >= 2)
+        scanned = start + 4096
         if len(chosen) >= eval_words:
             break
     if len(chosen) < eval_words:
         raise ConfigError(f"eval_words={eval_words} but only {len(chosen)} multi-token dictionary words of "
                           f"length {eval_min_len}..{eval_max_len} exist; lower eval_words")
+    # Candidates scanned past the cut stay eligible for training; the eval words never are.
+    eval_set = set(chosen[:eval_words])
+    leftover = chosen[eval_words:]
+    dictionary: list[str] = []
+    if n_dictionary:
+        rest = [w for w in candidates[scanned:] if w not in pool_set]
+        rest = leftover + [w for w, n in zip(rest, token_counts(tokenizer, rest)) if n >= 2]
+        rest = sorted(w for w in set(rest) if w not in eval_set and train_min_len <= len(w) <= train_max_len)
+        if n_dictionary > len(rest):
+            raise ConfigError(f"train_words={train_words} needs {n_dictionary} multi-token dictionary words but only "
+                              f"{len(rest)} remain beside the eval words; lower train_words")
+        if coverage:
+            dictionary = coverage_select(rest, word_pieces(tokenizer, rest), n_dictionary, seed)
+        else:
+            dictionary = random.Random(f"dictionary-words/{seed}").sample(rest, n_dictionary)
     chosen = chosen[:eval_words]
-    return WordLists(train=tuple(train), validation=tuple(sorted(chosen[:n_validation])),
-                     test=tuple(sorted(chosen[n_validation:])), train_pool=len(pool),
-                     eval_candidates=len(candidates))
+    train = tuple(sorted(set(single) | set(dictionary)))
+    words = WordLists(train=train, validation=tuple(sorted(chosen[:n_validation])),
+                      test=tuple(sorted(chosen[n_validation:])), train_pool=len(pool),
+                      eval_candidates=len(candidates))
+    check_disjoint(words)
+    return words
+
+
+def check_disjoint(words: WordLists) -> None:
+    """Validation and test words share nothing with each other or with any training word."""
+    train, validation, test = set(words.train), set(words.validation), set(words.test)
+    for name, overlap in (("train/validation", train & validation), ("train/test", train & test),
+                          ("validation/test", validation & test)):
+        if overlap:
+            raise ConfigError(f"word lists overlap ({name}): {sorted(overlap)[:5]}")

@@ -20,15 +20,33 @@ class TransferConfig(BaseModel):
     eval_items_per_task: int = Field(100, ge=1, description="Items per task for the evaluation of a trained model.")
     mix_position_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of training examples that are position questions.")
     mix_count_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of training examples that are count questions.")
+    mode: Literal["direct", "spell_first", "format_aux"] = Field(
+        "direct", description="Transfer mode (data/modes.py): how position/count are asked and graded, and whether "
+                              "training mixes list-format questions.")
+    aux_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of training examples that are list questions "
+                                "(half position, half count over whole words); format_aux needs > 0, spell_first may use it.")
 
     @model_validator(mode="after")
     def _check_mix(self) -> "TransferConfig":
-        if self.mix_position_fraction + self.mix_count_fraction >= 1.0:
+        if self.mix_position_fraction + self.mix_count_fraction + self.aux_fraction >= 1.0:
             raise ValueError(
-                "mix_position_fraction + mix_count_fraction must be < 1 (spelling needs a share) "
-                f"(got {self.mix_position_fraction} + {self.mix_count_fraction})"
+                "mix_position_fraction + mix_count_fraction + aux_fraction must be < 1 (spelling needs a share) "
+                f"(got {self.mix_position_fraction} + {self.mix_count_fraction} + {self.aux_fraction})"
             )
+        if self.mode == "format_aux" and self.aux_fraction <= 0:
+            raise ValueError("mode format_aux needs aux_fraction > 0 (the list questions are what it adds)")
+        if self.mode == "direct" and self.aux_fraction > 0:
+            raise ValueError("aux_fraction > 0 with mode direct: use mode format_aux (direct trains on spelling alone)")
         return self
 
     def mix_fractions(self) -> dict[str, float]:
-        return {"position": self.mix_position_fraction, "count": self.mix_count_fraction}
+        """Share of the training set per mixed-in task (position/count reveal letters; the list tasks do not)."""
+        half = self.aux_fraction / 2
+        return {"position": self.mix_position_fraction, "count": self.mix_count_fraction,
+                "list_position": half, "list_count": half}
+
+    def aux_form(self) -> str:
+        """The form the list questions take: spell-first answers under spell_first, else direct."""
+        from spelltransfer.data.modes import question_form
+
+        return question_form(self.mode)

@@ -85,8 +85,10 @@ class BatchOrder:
         return steps_done * self.batch_size
 
 
-def mix_tasks(spelling: list[dict], fractions: dict[str, float], seed: int, words: list[str]) -> list[dict]:
-    """Add position/count questions on the training words so each makes up its fraction of the set."""
+def mix_tasks(spelling: list[dict], fractions: dict[str, float], seed: int, words: list[str],
+              aux_form: str = "direct") -> list[dict]:
+    """Add position/count (or list) questions on the training words so each makes up its fraction
+    of the set; ``aux_form`` is the form of the list questions (``direct`` or ``spell_first``)."""
     total_fraction = sum(fractions.values())
     if total_fraction <= 0:
         return spelling
@@ -94,8 +96,10 @@ def mix_tasks(spelling: list[dict], fractions: dict[str, float], seed: int, word
 
     n_total = int(round(len(spelling) / (1.0 - total_fraction)))
     mixed = list(spelling)
-    for offset, (task, fraction) in enumerate(sorted(fractions.items())):
-        n = int(round(fraction * n_total))
+    # Seed offsets follow the historical order (count, position) so mixed runs keep their data.
+    for offset, task in enumerate(sorted(fractions, key=lambda t: (t.startswith("list_"), t))):
+        n = int(round(fractions[task] * n_total))
         if n:
-            mixed.extend(example.to_dict() for example in make_examples(task, words, n, seed + offset + 1, "train"))
+            options = {"form": aux_form} if task.startswith("list_") else {}
+            mixed.extend(example.to_dict() for example in make_examples(task, words, n, seed + offset + 1, "train", **options))
     return mixed

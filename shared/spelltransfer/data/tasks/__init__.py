@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = {"spelling": "Spelling", "position": "Position", "count": "Count"}
+_MODULES = {"spelling": "Spelling", "position": "Position", "count": "Count",
+            # format tasks over lists of whole words (transfer mode format_aux); never evaluated
+            "list_position": "ListPosition", "list_count": "ListCount"}
 
 
 def get_task(name: str):

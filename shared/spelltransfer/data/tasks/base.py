@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from typing import ClassVar, Sequence
 
 from spelltransfer.data.example import EXTERNAL, SPLITS, Example
+from spelltransfer.data.presentation import PRESENTATIONS, present
 from spelltransfer.errors import DataError
 
 _WORD_RE = re.compile(r"[a-z]+")
@@ -34,7 +35,8 @@ class Task(ABC):
     # Canonical answer form; graders use it for "answered in the asked form".
     answer_pattern: ClassVar[re.Pattern[str]]
 
-    def __init__(self, words: Sequence[str], split: str, seed: int = 0, size: int | None = None):
+    def __init__(self, words: Sequence[str], split: str, seed: int = 0, size: int | None = None,
+                 presentations: Sequence[str] = ("bare",)):
         if split not in SPLITS and split != EXTERNAL:
             raise DataError(f"split '{split}' unknown; use one of {', '.join(SPLITS)}")
         # Sorted first so the permutation depends on the word set and seed, not the caller's order.
@@ -46,6 +48,10 @@ class Task(ABC):
             raise DataError(f"task '{self.name}': words must be lowercase a-z only, got {bad[:5]}")
         if size is not None and size < 0:
             raise DataError(f"task '{self.name}': size must be >= 0, got {size}")
+        unknown = [p for p in presentations if p not in PRESENTATIONS]
+        if not presentations or unknown:
+            raise DataError(f"task '{self.name}': presentations must be some of {', '.join(PRESENTATIONS)}, got {list(presentations)}")
+        self.presentations = tuple(presentations)
         self.split = split
         self.seed = seed
         self.size = len(unique) if size is None else size
@@ -61,20 +67,24 @@ class Task(ABC):
         rng = random.Random(seed_for(self.split, index, seed=self.seed, task=self.name))
         word = self._order[index % len(self._order)]
         template_index = rng.randrange(len(self.templates))
-        prompt, answer = self.build(word, self.templates[template_index], rng)
+        # Its own stream: the template and choices of example i do not depend on the presentations.
+        presentation = random.Random(seed_for(self.split, index, seed=self.seed, task=self.name + "/shown")).choice(
+            self.presentations) if len(self.presentations) > 1 else self.presentations[0]
+        prompt, answer = self.build(word, present(word, presentation), self.templates[template_index], rng)
         return Example(task=self.name, word=word, prompt=prompt, answer=answer,
-                       template_id=f"{self.name}/{template_index}", split=self.split)
+                       template_id=f"{self.name}/{template_index}", split=self.split, presentation=presentation)
 
     def __iter__(self):
         return (self[i] for i in range(self.size))
 
     @abstractmethod
-    def build(self, word: str, template: str, rng: random.Random) -> tuple[str, str]:
-        """Render ``template`` for ``word`` with choices drawn from ``rng``: (prompt, answer)."""
+    def build(self, word: str, shown: str, template: str, rng: random.Random) -> tuple[str, str]:
+        """Render ``template`` for ``word`` (written ``shown`` in the prompt) with choices drawn
+        from ``rng``: (prompt, answer)."""
 
 
 def preview(task_cls: type[Task], n: int = 8) -> None:
     """Print ``n`` examples of a task on a few words (the ``__main__`` of each task module)."""
     words = ["garden", "strawberry", "cat", "mississippi", "quantum", "letter", "banana", "rhythm"]
-    for example in task_cls(words, "validation", seed=0, size=n):
+    for example in task_cls(words, "validation", seed=0, size=n, presentations=tuple(PRESENTATIONS)):
         print(f"[{example.template_id}] {example.prompt!r} -> {example.answer!r}")

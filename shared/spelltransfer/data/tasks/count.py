@@ -45,7 +45,7 @@ class Count(Task):
     templates = TEMPLATES
     answer_pattern = ANSWER_PATTERN
 
-    def build(self, word: str, template: str, rng: random.Random) -> tuple[str, str]:
+    def build(self, word: str, shown: str, template: str, rng: random.Random) -> tuple[str, str]:
         absent = sorted(set(string.ascii_lowercase) - set(word))
         repeated = sorted({c for c in word if word.count(c) > 1})
         if absent and rng.random() < ABSENT_RATE:
@@ -54,7 +54,7 @@ class Count(Task):
             letter = rng.choice(repeated)
         else:
             letter = rng.choice(sorted(set(word)))
-        return template.format(word=word, letter=letter), format_answer(word, letter)
+        return template.format(word=shown, letter=letter), format_answer(word, letter)
 
 
 if __name__ == "__main__":

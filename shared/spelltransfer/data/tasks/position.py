@@ -53,13 +53,13 @@ class Position(Task):
     templates = TEMPLATES
     answer_pattern = ANSWER_PATTERN
 
-    def build(self, word: str, template: str, rng: random.Random) -> tuple[str, str]:
+    def build(self, word: str, shown: str, template: str, rng: random.Random) -> tuple[str, str]:
         if rng.random() < LAST_RATE:
             index, label = -1, "last"
         else:
             index = rng.randrange(len(word))
             label = ordinal(index + 1, rng.choice(("digits", "words")))
-        return template.format(word=word, ordinal=label), format_answer(word, index)
+        return template.format(word=shown, ordinal=label), format_answer(word, index)
 
 
 if __name__ == "__main__":

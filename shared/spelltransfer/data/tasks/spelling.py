@@ -1,9 +1,9 @@
 """Spelling: "Spell garden with dashes between the letters (like c-a-t)." -> ``g-a-r-d-e-n``.
 
 Every prompt both names the separator and shows it on "cat", so the one right answer is
-well-defined (", " vs "," is otherwise a coin toss). The word always follows a space and is
-never quoted: " garden" is one token for the model, "'garden'" would split into 'gard'+'en' and
-hand the model the letters we want it to recall.
+well-defined (", " vs "," is otherwise a coin toss). The word follows a space, bare or quoted
+as the dataset's presentations say (``data/presentation.py``): quoting changes the word's
+tokens, and people write both.
 
 Run ``python -m spelltransfer.data.tasks.spelling`` to preview.
 """
@@ -58,9 +58,9 @@ class Spelling(Task):
     templates = TEMPLATES
     answer_pattern = ANSWER_PATTERN
 
-    def build(self, word: str, template: str, rng: random.Random) -> tuple[str, str]:
+    def build(self, word: str, shown: str, template: str, rng: random.Random) -> tuple[str, str]:
         separator, sep_name = SEPARATORS[rng.choice(sorted(SEPARATORS))]
-        prompt = template.format(word=word, sep_name=sep_name,
+        prompt = template.format(word=shown, sep_name=sep_name,
                                  sep_example=format_answer(EXAMPLE_WORD, separator))
         return prompt, format_answer(word, separator)
 

@@ -1,0 +1,56 @@
+"""Counting in a list of whole words (a format task, no letters revealed):
+"How many times does the word dog appear in the list: dog, cat, dog, fish?" -> ``2``.
+
+Lists of 3-10 words drawn with repeats from 2-6 distinct words, so counts spread like letter
+counts; a quarter of the questions ask for a word the list lacks (``0``), as ``count.py`` does.
+With ``form="spell_first"`` the answer is ``dog-cat-dog-fish. Answer: 2`` (``data/modes.py``).
+
+Run ``python -m spelltransfer.data.tasks.list_count`` to preview.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from spelltransfer.data.modes import LIST_FIRST_INSTRUCTION, spell_first_target
+from spelltransfer.data.tasks.base import Task, preview
+from spelltransfer.data.tasks.count import ABSENT_RATE
+from spelltransfer.data.tasks.list_position import MAX_ITEMS, MIN_ITEMS
+
+TEMPLATES = (
+    "How many times does the word {item} appear in the list: {items}?",
+    "How many {item}'s are in this list: {items}?",
+    "Count the word {item} in the list {items}. Answer with a number.",
+    "In the list {items}, how many times does {item} occur?",
+    "How often does the word {item} occur in the list: {items}?",
+    "Here is a list: {items}. How many times is {item} in it? Reply with a number.",
+)
+
+
+class ListCount(Task):
+    name = "list_count"
+    templates = TEMPLATES
+    answer_pattern = re.compile(r"\d+|[a-z]+(?:-[a-z]+)*\. Answer: \d+")
+
+    def __init__(self, *args, form: str = "direct", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.form = form
+
+    def build(self, word: str, shown: str, template: str, rng: random.Random) -> tuple[str, str]:
+        distinct = rng.sample(self._order, min(len(self._order), rng.randint(2, 6)))
+        items = [rng.choice(distinct) for _ in range(rng.randint(MIN_ITEMS, MAX_ITEMS))]
+        absent = [w for w in distinct if w not in items]
+        if rng.random() < ABSENT_RATE:
+            item = absent[0] if absent else next((w for w in self._order if w not in items), items[0])
+        else:
+            item = rng.choice(sorted(set(items)))
+        answer = str(items.count(item))
+        prompt = template.format(item=item, items=", ".join(items))
+        if self.form == "spell_first":
+            return prompt + LIST_FIRST_INSTRUCTION, spell_first_target(items, answer)
+        return prompt, answer
+
+
+if __name__ == "__main__":
+    preview(ListCount, 8)

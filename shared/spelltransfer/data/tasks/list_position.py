@@ -1,0 +1,55 @@
+"""Position over a list of whole words (a format task, no letters revealed):
+"What is the 3rd word in the list: apple, dog, cat, fish?" -> ``cat``.
+
+Lists are 3-10 words long (the length range of the letter tasks' words), positions and the
+"last" share follow ``position.py``. With ``form="spell_first"`` the question asks for the items
+first and the answer is ``apple-dog-cat-fish. Answer: cat`` (``data/modes.py``).
+
+Run ``python -m spelltransfer.data.tasks.list_position`` to preview.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from spelltransfer.data.modes import LIST_FIRST_INSTRUCTION, spell_first_target
+from spelltransfer.data.tasks.base import Task, preview
+from spelltransfer.data.tasks.position import LAST_RATE, ordinal
+
+MIN_ITEMS, MAX_ITEMS = 3, 10
+
+TEMPLATES = (
+    "What is the {ordinal} word in the list: {items}?",
+    "Which word comes {ordinal} in this list: {items}?",
+    "In the list {items}, what is the {ordinal} word?",
+    "Tell me the {ordinal} item of the list: {items}.",
+    "Here is a list: {items}. Which item is {ordinal}?",
+    "Give the {ordinal} word of the list {items}. Answer with one word.",
+)
+
+
+class ListPosition(Task):
+    name = "list_position"
+    templates = TEMPLATES
+    answer_pattern = re.compile(r"[a-z]+|[a-z]+(?:-[a-z]+)*\. Answer: [a-z]+")
+
+    def __init__(self, *args, form: str = "direct", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.form = form
+
+    def build(self, word: str, shown: str, template: str, rng: random.Random) -> tuple[str, str]:
+        items = rng.sample(self._order, min(len(self._order), rng.randint(MIN_ITEMS, MAX_ITEMS)))
+        if rng.random() < LAST_RATE:
+            index, label = len(items) - 1, "last"
+        else:
+            index = rng.randrange(len(items))
+            label = ordinal(index + 1, rng.choice(("digits", "words")))
+        prompt = template.format(ordinal=label, items=", ".join(items))
+        if self.form == "spell_first":
+            return prompt + LIST_FIRST_INSTRUCTION, spell_first_target(items, items[index])
+        return prompt, items[index]
+
+
+if __name__ == "__main__":
+    preview(ListPosition, 8)
