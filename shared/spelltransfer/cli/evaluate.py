@@ -87,6 +87,7 @@ def eval_command(
     out: Optional[Path] = typer.Option(None, help="Result JSON; predictions go to OUT's stem + .predictions.jsonl."),
     compare: Optional[tuple[Path, Path]] = typer.Option(None, help="Compare two result JSONs A B: per-task gain of B over A."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    mode: str = typer.Option("direct", help="Transfer mode: direct, spell_first (spell, then answer) or format_aux (asked directly)."),
 ) -> None:
     """Evaluate a model by greedy generation, or compare two saved results (--compare A.json B.json)."""
     if compare:
@@ -126,7 +127,7 @@ def eval_command(
     engine = HFGenerationEngine(model, adapter_dir=adapter, batch_size=batch_size, dtype=dtype, device=device, num_threads=threads)
     result = evaluate_model(
         engine, examples, tasks=task_names, limit=limit, max_new_tokens=max_new_tokens,
-        out=out, data=source, split=split_name, progress=progress,
+        out=out, data=source, split=split_name, progress=progress, mode=mode,
     )
     _print_result(result, out)
 

@@ -178,6 +178,39 @@ def extract_count(text: str) -> Extraction:
     return Extraction(str(value), False)
 
 
+# ---------------------------------------------------------------------------- spell first
+
+_ANSWER_MARK = re.compile(r"answer\s*:", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SpellFirstExtraction:
+    """The final answer after the spelling, and the spelling the model wrote before it."""
+
+    value: str | None
+    in_form: bool
+    spelled: str | None
+
+
+def extract_spell_first(task: str, text: str) -> SpellFirstExtraction:
+    """``g-a-r-d-e-n. Answer: r`` -> value ``r``, spelled ``garden``, in form. The answer is what
+    follows the last ``Answer:`` (else what follows the longest spelled run); the layout is
+    ``data.modes.spell_first_target``'s."""
+    marks = list(_ANSWER_MARK.finditer(text))
+    if marks:
+        before, after = text[: marks[-1].start()], text[marks[-1].end():]
+    else:
+        runs = list(_SPELLED_RUN.finditer(text))
+        if not runs:
+            return SpellFirstExtraction(None, False, None)
+        longest = max(runs, key=lambda m: len(m.group(0)))
+        before, after = text[: longest.end()], text[longest.end():]
+    spelled = extract_spelling(before).value
+    final = extract(task, after)
+    in_form = bool(marks) and final.in_form and re.fullmatch(r"\s*[A-Za-z](?:-[A-Za-z])+\.?\s*", before) is not None
+    return SpellFirstExtraction(final.value, in_form, spelled)
+
+
 # ---------------------------------------------------------------------------- dispatch
 
 

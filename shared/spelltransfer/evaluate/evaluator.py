@@ -53,6 +53,8 @@ class TaskMetrics(BaseModel):
     edit_similarity: float | None = Field(None, description="spelling: mean normalized edit similarity")
     by_word_length: dict[str, Bucket] = {}
     by_template: dict[str, Bucket] = {}
+    by_presentation: dict[str, Bucket] = {}
+    spelled_correct: float | None = Field(None, description="spell_first: share whose spelling before the answer was right")
 
 
 class Prediction(BaseModel):
@@ -67,6 +69,9 @@ class Prediction(BaseModel):
     in_form: bool
     correct: bool
     edit_similarity: float | None = None
+    presentation: str | None = None
+    mode: str = "direct"
+    spelled_correct: bool | None = None
 
     def key(self) -> tuple:
         """Identity of the item, for pairing two evaluations of the same items."""
@@ -83,6 +88,7 @@ class EvalResult(BaseModel):
     seconds: float
     items_per_second: float
     batch_size: int | None = None
+    mode: str = "direct"
     predictions: list[Prediction] = Field(default_factory=list, exclude=True)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -143,7 +149,7 @@ def _as_items(examples: Iterable[Any]) -> list[dict]:
     """Example records (objects or dicts) -> plain dicts, checking the fields scoring needs."""
     items = []
     for number, example in enumerate(examples, 1):
-        item = {name: _field(example, name) for name in ("task", "word", "prompt", "answer", "template_id")}
+        item = {name: _field(example, name) for name in ("task", "word", "prompt", "answer", "template_id", "presentation")}
         for required in ("task", "prompt", "answer"):
             if item[required] is None or str(item[required]).strip() == "":
                 raise DataError(f"example {number} has no '{required}'")
@@ -181,6 +187,8 @@ def token_budget(item: dict, max_new_tokens: int | None = None) -> int:
     if item["task"] == "spelling":
         letters = len(answers.gold_value("spelling", item["answer"]))
         return SPELLING_TOKENS_PER_LETTER * letters + SPELLING_EXTRA_TOKENS
+    if item.get("mode", "direct") == "spell_first" and item.get("word"):
+        return SPELLING_TOKENS_PER_LETTER * len(item["word"]) + SPELLING_EXTRA_TOKENS + SHORT_ANSWER_TOKENS[item["task"]]
     return SHORT_ANSWER_TOKENS[item["task"]]
 
 
@@ -191,7 +199,12 @@ def score(item: dict, output: str, index: int) -> Prediction:
     """One item's prediction record: extracted answer, asked form, correctness."""
     task = item["task"]
     gold = answers.gold_value(task, item["answer"])
-    extraction = answers.extract(task, output, item["answer"])
+    spelled_correct = None
+    if item.get("mode", "direct") == "spell_first" and task != "spelling":
+        extraction = answers.extract_spell_first(task, output)
+        spelled_correct = item.get("word") is not None and extraction.spelled == item.get("word")
+    else:
+        extraction = answers.extract(task, output, item["answer"])
     similarity = answers.edit_similarity(extraction.value, gold) if task == "spelling" else None
     return Prediction(
         index=index,
@@ -205,6 +218,9 @@ def score(item: dict, output: str, index: int) -> Prediction:
         in_form=extraction.in_form,
         correct=extraction.value is not None and extraction.value == gold,
         edit_similarity=similarity,
+        presentation=item.get("presentation"),
+        mode=item.get("mode", "direct"),
+        spelled_correct=spelled_correct,
     )
 
 
@@ -234,6 +250,9 @@ def summarise_task(task: str, predictions: list[Prediction]) -> TaskMetrics:
         edit_similarity=(sum(p.edit_similarity or 0.0 for p in predictions) / n) if task == "spelling" else None,
         by_word_length=_buckets(predictions, lambda p: str(len(p.word)) if p.word else "unknown"),
         by_template=_buckets(predictions, lambda p: p.template_id or "unknown"),
+        by_presentation=_buckets(predictions, lambda p: p.presentation or "unknown"),
+        spelled_correct=(sum(bool(p.spelled_correct) for p in predictions) / n)
+        if any(p.spelled_correct is not None for p in predictions) else None,
     )
 
 
@@ -255,6 +274,7 @@ def evaluate_model(
     data: str | None = None,
     split: str | None = None,
     progress: bool = True,
+    mode: str = "direct",
 ) -> EvalResult:
     """Evaluate a model (an engine, or a model name loaded here) on example records.
 
@@ -262,7 +282,16 @@ def evaluate_model(
     breakdowns). ``limit``: first N items per task. ``max_new_tokens``: one budget for every item
     instead of the per-task default. ``out``: also save ``out`` and its predictions JSONL.
     """
+    from spelltransfer.data.modes import check_mode, eval_prompt, question_form
+
+    try:
+        form = question_form(check_mode(mode))
+    except ValueError as error:
+        raise ConfigError(f"mode: {error}") from None
     items = select_items(_as_items(examples), tasks, limit)
+    for item in items:  # spell_first asks position/count questions with the spell-first instruction
+        item["prompt"] = eval_prompt(item["task"], item["prompt"], form)
+        item["mode"] = form
     if not items:
         raise DataError("no examples to evaluate" + (f" for tasks {', '.join(tasks)}" if tasks else ""))
     if max_new_tokens is not None and max_new_tokens < 1:
@@ -299,6 +328,7 @@ def evaluate_model(
         seconds=round(seconds, 3),
         items_per_second=round(len(items) / seconds, 3) if seconds > 0 else 0.0,
         batch_size=getattr(engine, "batch_size", None),
+        mode=mode,
         predictions=predictions,
     )
     if out is not None:
@@ -328,8 +358,8 @@ def rescore(result_path: str | os.PathLike, out: str | os.PathLike | None = None
     timing and outputs are kept, only extracted answers, correctness and summaries change.
     """
     old = EvalResult.load(result_path)
-    items = [{"task": p.task, "word": p.word, "prompt": p.prompt, "answer": p.gold, "template_id": p.template_id}
-             for p in old.predictions]
+    items = [{"task": p.task, "word": p.word, "prompt": p.prompt, "answer": p.gold, "template_id": p.template_id,
+              "presentation": p.presentation, "mode": p.mode} for p in old.predictions]
     predictions = [score(item, p.output, i) for i, (item, p) in enumerate(zip(items, old.predictions))]
     by_task: dict[str, list[Prediction]] = defaultdict(list)
     for prediction in predictions:

@@ -16,7 +16,7 @@ import re
 from spelltransfer.data.modes import LIST_FIRST_INSTRUCTION, spell_first_target
 from spelltransfer.data.tasks.base import Task, preview
 from spelltransfer.data.tasks.count import ABSENT_RATE
-from spelltransfer.data.tasks.list_position import MAX_ITEMS, MIN_ITEMS
+from spelltransfer.data.tasks.list_position import MAX_ITEM_LEN, MAX_ITEMS, MIN_ITEMS
 
 TEMPLATES = (
     "How many times does the word {item} appear in the list: {items}?",
@@ -36,13 +36,15 @@ class ListCount(Task):
     def __init__(self, *args, form: str = "direct", **kwargs):
         super().__init__(*args, **kwargs)
         self.form = form
+        # Short items keep a 10-item list and its spelled-out answer well inside max_seq_length.
+        self._items = [w for w in self._order if len(w) <= MAX_ITEM_LEN] or self._order
 
     def build(self, word: str, shown: str, template: str, rng: random.Random) -> tuple[str, str]:
-        distinct = rng.sample(self._order, min(len(self._order), rng.randint(2, 6)))
+        distinct = rng.sample(self._items, min(len(self._items), rng.randint(2, 6)))
         items = [rng.choice(distinct) for _ in range(rng.randint(MIN_ITEMS, MAX_ITEMS))]
         absent = [w for w in distinct if w not in items]
         if rng.random() < ABSENT_RATE:
-            item = absent[0] if absent else next((w for w in self._order if w not in items), items[0])
+            item = absent[0] if absent else next((w for w in self._items if w not in items), items[0])
         else:
             item = rng.choice(sorted(set(items)))
         answer = str(items.count(item))

@@ -18,6 +18,7 @@ from spelltransfer.data.tasks.base import Task, preview
 from spelltransfer.data.tasks.position import LAST_RATE, ordinal
 
 MIN_ITEMS, MAX_ITEMS = 3, 10
+MAX_ITEM_LEN = 6
 
 TEMPLATES = (
     "What is the {ordinal} word in the list: {items}?",
@@ -37,9 +38,11 @@ class ListPosition(Task):
     def __init__(self, *args, form: str = "direct", **kwargs):
         super().__init__(*args, **kwargs)
         self.form = form
+        # Short items keep a 10-item list and its spelled-out answer well inside max_seq_length.
+        self._items = [w for w in self._order if len(w) <= MAX_ITEM_LEN] or self._order
 
     def build(self, word: str, shown: str, template: str, rng: random.Random) -> tuple[str, str]:
-        items = rng.sample(self._order, min(len(self._order), rng.randint(MIN_ITEMS, MAX_ITEMS)))
+        items = rng.sample(self._items, min(len(self._items), rng.randint(MIN_ITEMS, MAX_ITEMS)))
         if rng.random() < LAST_RATE:
             index, label = len(items) - 1, "last"
         else:
