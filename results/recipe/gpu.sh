@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# How results/recipe/ was made on the GPU machine (one H200; see ../shared/gpu/README.md).
+# Each phase fits one device call (<= 10 min); state lives in /tmp while the machine is held, and
+# every training resumes from its latest checkpoint (`spelltransfer train --resume`).
+#   here:  ../shared/gpu/prepare-cli-wheels.sh; ../shared/gpu/prepare-model-halves.sh
+#          spelltransfer data build --out /tmp/d/recipe; tar -C /tmp/d -czf .gpu/data.tar.gz recipe/{train,validation,test}.jsonl recipe/{words,manifest}.json
+#   there: bash results/recipe/gpu.sh setup1   (carry .whl .gguf/part00)
+#          bash results/recipe/gpu.sh setup2   (carry .gguf/part01 .gpu)
+#          bash results/recipe/gpu.sh train SECONDS
+#          bash results/recipe/gpu.sh eval; bash results/recipe/gpu.sh export NAME
+set -uo pipefail
+export PYTHONPATH=/tmp/site:$PWD/shared HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 SPELLTRANSFER_CACHE=/tmp/cache
+M=/tmp/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+RUNS=/tmp/runs
+# name -> overrides; "spell" serves the direct and spell_first modes (spelling-only training)
+declare -A TRIALS=(
+  [spell]=""
+  [spellfirst_aux]="--set transfer.mode=spell_first --set transfer.aux_fraction=0.2"
+  [format_aux]="--set transfer.mode=format_aux --set transfer.aux_fraction=0.2"
+)
+phase=${1:?phase}
+case $phase in
+setup1)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  mkdir -p /tmp/gguf && cp .gguf/part00 /tmp/gguf/ && ls -la /tmp/gguf /tmp/site | head ;;
+setup2)
+  cp .gguf/part01 /tmp/gguf/ && cat /tmp/gguf/part00 /tmp/gguf/part01 > $M && sha256sum $M | cut -c1-16
+  mkdir -p /tmp/d && tar -C /tmp/d -xzf .gpu/data.tar.gz
+  python3 -c "from spelltransfer.models.base_model import resolve_model_path; print(resolve_model_path('$M'))" ;;
+train)
+  secs=${2:-500}
+  model=$(python3 -c "from spelltransfer.models.base_model import resolve_model_path; print(resolve_model_path('$M'))")
+  for name in "${!TRIALS[@]}"; do
+    out=$RUNS/$name; mkdir -p $out; resume=""; [ -d $out/checkpoints ] && resume="--resume"
+    timeout $secs python3 -m spelltransfer.cli train -c configs/training/recipe.yaml -q -o $out $resume \
+      --set training.data_dir=/tmp/d/recipe --set model.name=$model --set training.plot_dir=$out ${TRIALS[$name]} \
+      > $out/log.$(date +%s) 2>&1 &
+  done
+  wait
+  for name in "${!TRIALS[@]}"; do echo "== $name"; tail -n 2 $RUNS/$name/events.jsonl | cut -c1-300; ls $RUNS/$name; done
+  mkdir -p $OUT && tar -C $RUNS -czf $OUT/runs-state.tar.gz --exclude checkpoints --exclude final . ;;
+eval)
+  model=$(python3 -c "from spelltransfer.models.base_model import resolve_model_path; print(resolve_model_path('$M'))")
+  E=/tmp/evals; mkdir -p $E
+  ev() { python3 -m spelltransfer.cli eval --model $model --data /tmp/d/recipe --split test --batch-size 150 --no-progress "$@" > $E/log.$RANDOM 2>&1; }
+  ev --mode direct --out $E/untrained_direct.json &
+  ev --mode spell_first --out $E/untrained_spell_first.json &
+  [ -d $RUNS/spell/final ] && ev --adapter $RUNS/spell/final --mode direct --out $E/spell_direct.json &
+  [ -d $RUNS/spell/final ] && ev --adapter $RUNS/spell/final --mode spell_first --out $E/spell_spell_first.json &
+  [ -d $RUNS/spellfirst_aux/final ] && ev --adapter $RUNS/spellfirst_aux/final --mode spell_first --out $E/spellfirst_aux_spell_first.json &
+  [ -d $RUNS/format_aux/final ] && ev --adapter $RUNS/format_aux/final --mode direct --out $E/format_aux_direct.json &
+  wait
+  tail -n 3 $E/log.*
+  for name in "${!TRIALS[@]}"; do cp $RUNS/$name/metrics.json $E/$name.metrics.json 2>/dev/null; cp $RUNS/$name/config.yaml $E/$name.config.yaml 2>/dev/null; done
+  mkdir -p $OUT && tar -C $E -czf $OUT/evals.tar.gz --exclude 'log.*' . && tar -C $E -czf $OUT/evallogs.tar.gz --wildcards 'log.*'
+;;
+export)
+  # one adapter in bf16, cut in 15 MB pieces (16 MiB per file comes back)
+  rm -rf /tmp/bf16; for name in "${@:2}"; do
+    [ -d $RUNS/$name/final ] || continue
+    python3 - $RUNS/$name/final /tmp/bf16/$name <<'PY'
+import sys, shutil, pathlib, torch
+from safetensors.torch import load_file, save_file
+src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]); dst.mkdir(parents=True, exist_ok=True)
+for f in src.iterdir():
+    if f.name == "adapter_model.safetensors":
+        save_file({k: v.to(torch.bfloat16).contiguous() for k, v in load_file(f).items()}, dst / f.name, metadata={"format": "pt"})
+    elif f.is_file() and f.name.startswith(("adapter_config", "README")):
+        shutil.copy(f, dst / f.name)
+PY
+  done
+  tar -C /tmp/bf16 -cf /tmp/adapters.tar . && split -b 15000000 -d /tmp/adapters.tar $OUT/adapters.tar.part && ls -la $OUT ;;
+esac
