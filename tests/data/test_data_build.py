@@ -38,7 +38,9 @@ def test_splits_are_word_disjoint_and_match_words_json(small_dataset, tokenizer)
     assert not by_split["train"] & by_split["validation"]
     assert not by_split["train"] & by_split["test"]
     assert not by_split["validation"] & by_split["test"]
-    assert all(len(tokenizer.tokenize(" " + w)) == 1 for w in by_split["train"])
+    # train_source "both" (the default): half single-token words, half multi-token dictionary words
+    lengths = [len(tokenizer.tokenize(" " + w)) for w in words.train]
+    assert sum(n == 1 for n in lengths) == len(words.train) // 2 and sum(n >= 2 for n in lengths) == len(words.train) - len(words.train) // 2
     assert all(len(tokenizer.tokenize(" " + w)) >= 2 for w in by_split["validation"] | by_split["test"])
 
 

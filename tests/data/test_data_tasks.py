@@ -25,10 +25,12 @@ def test_every_template_renders_well_formed(name):
     for template in task_cls.templates:
         for word in WORDS:
             for _ in range(5):
-                prompt, answer = task_cls(WORDS, "test").build(word, template, rng)
-                assert "{" not in prompt and "}" not in prompt, prompt
-                assert f" {word}" in prompt, prompt  # the word is shown space-prefixed, unquoted
-                assert f"'{word}" not in prompt and f'"{word}' not in prompt
+                for shown in (word, f"'{word}'", f'"{word}"'):
+                    prompt, answer = task_cls(WORDS, "test").build(word, shown, template, rng)
+                    assert "{" not in prompt and "}" not in prompt, prompt
+                    assert f" {shown}" in prompt, prompt  # the word is shown space-prefixed, as presented
+                    assert task_cls.answer_pattern.fullmatch(answer), (prompt, answer)
+                prompt, answer = task_cls(WORDS, "test").build(word, word, template, rng)
                 assert task_cls.answer_pattern.fullmatch(answer), (prompt, answer)
 
 

@@ -161,7 +161,7 @@ def build_dataset(out_dir: str | os.PathLike, config: DatasetConfig | None = Non
                               for split, rows in examples.items()},
             "content_sha256": content_hash(staging),
             "files": files,
-            "config": config.model_dump(),
+            "config": config.model_dump(mode="json"),
             "english_words_version": metadata.version("english-words"),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "build_seconds": round(time.perf_counter() - started, 2),
