@@ -83,6 +83,18 @@ class Task(ABC):
         from ``rng``: (prompt, answer)."""
 
 
+class ListTask(Task):
+    """A format task over a list of whole words (``list_position``, ``list_count``): ``form`` is
+    ``direct`` or ``spell_first`` (``data/modes.py``); items are the task's short words."""
+
+    max_item_len: ClassVar[int] = 6  # keeps a 10-item list and its spelled-out answer inside max_seq_length
+
+    def __init__(self, *args, form: str = "direct", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.form = form
+        self._items = [w for w in self._order if len(w) <= self.max_item_len] or self._order
+
+
 def preview(task_cls: type[Task], n: int = 8) -> None:
     """Print ``n`` examples of a task on a few words (the ``__main__`` of each task module)."""
     words = ["garden", "strawberry", "cat", "mississippi", "quantum", "letter", "banana", "rhythm"]

@@ -14,9 +14,9 @@ import random
 import re
 
 from spelltransfer.data.modes import LIST_FIRST_INSTRUCTION, spell_first_target
-from spelltransfer.data.tasks.base import Task, preview
+from spelltransfer.data.tasks.base import ListTask, preview
 from spelltransfer.data.tasks.count import ABSENT_RATE
-from spelltransfer.data.tasks.list_position import MAX_ITEM_LEN, MAX_ITEMS, MIN_ITEMS
+from spelltransfer.data.tasks.list_position import MAX_ITEMS, MIN_ITEMS
 
 TEMPLATES = (
     "How many times does the word {item} appear in the list: {items}?",
@@ -28,16 +28,10 @@ TEMPLATES = (
 )
 
 
-class ListCount(Task):
+class ListCount(ListTask):
     name = "list_count"
     templates = TEMPLATES
     answer_pattern = re.compile(r"\d+|[a-z]+(?:-[a-z]+)*\. Answer: \d+")
-
-    def __init__(self, *args, form: str = "direct", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.form = form
-        # Short items keep a 10-item list and its spelled-out answer well inside max_seq_length.
-        self._items = [w for w in self._order if len(w) <= MAX_ITEM_LEN] or self._order
 
     def build(self, word: str, shown: str, template: str, rng: random.Random) -> tuple[str, str]:
         distinct = rng.sample(self._items, min(len(self._items), rng.randint(2, 6)))

@@ -14,11 +14,10 @@ import random
 import re
 
 from spelltransfer.data.modes import LIST_FIRST_INSTRUCTION, spell_first_target
-from spelltransfer.data.tasks.base import Task, preview
+from spelltransfer.data.tasks.base import ListTask, preview
 from spelltransfer.data.tasks.position import LAST_RATE, ordinal
 
 MIN_ITEMS, MAX_ITEMS = 3, 10
-MAX_ITEM_LEN = 6
 
 TEMPLATES = (
     "What is the {ordinal} word in the list: {items}?",
@@ -30,16 +29,10 @@ TEMPLATES = (
 )
 
 
-class ListPosition(Task):
+class ListPosition(ListTask):
     name = "list_position"
     templates = TEMPLATES
     answer_pattern = re.compile(r"[a-z]+|[a-z]+(?:-[a-z]+)*\. Answer: [a-z]+")
-
-    def __init__(self, *args, form: str = "direct", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.form = form
-        # Short items keep a 10-item list and its spelled-out answer well inside max_seq_length.
-        self._items = [w for w in self._order if len(w) <= MAX_ITEM_LEN] or self._order
 
     def build(self, word: str, shown: str, template: str, rng: random.Random) -> tuple[str, str]:
         items = rng.sample(self._items, min(len(self._items), rng.randint(MIN_ITEMS, MAX_ITEMS)))
