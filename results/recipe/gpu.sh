@@ -12,12 +12,24 @@ set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD/shared HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 SPELLTRANSFER_CACHE=/tmp/cache
 M=/tmp/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 RUNS=/tmp/runs
-# name -> overrides; "spell" serves the direct and spell_first modes (spelling-only training)
+# name -> overrides. Round 1 (runs/spell, spellfirst_aux, format_aux): spelling-only training serves
+# the direct and spell_first modes. Round 2 adds the bridge (tasks/spell_echo.py) and spell_marked.
+# ROUND=1 bash gpu.sh ... redoes round 1.
+if [ "${ROUND:-2}" = 1 ]; then
 declare -A TRIALS=(
   [spell]=""
   [spellfirst_aux]="--set transfer.mode=spell_first --set transfer.aux_fraction=0.2"
   [format_aux]="--set transfer.mode=format_aux --set transfer.aux_fraction=0.2"
 )
+EVALS="untrained:direct untrained:spell_first spell:direct spell:spell_first spellfirst_aux:spell_first format_aux:direct"
+else
+declare -A TRIALS=(
+  [sf_bridge]="--set transfer.mode=spell_first --set transfer.aux_fraction=0.2 --set transfer.bridge_fraction=0.1"
+  [marked]="--set transfer.mode=spell_marked --set transfer.aux_fraction=0.2 --set transfer.bridge_fraction=0.1"
+  [marked_hi]="--set transfer.mode=spell_marked --set transfer.aux_fraction=0.35 --set transfer.bridge_fraction=0.1"
+)
+EVALS="untrained:spell_marked sf_bridge:spell_first marked:spell_marked marked_hi:spell_marked"
+fi
 phase=${1:?phase}
 case $phase in
 setup1)
@@ -43,16 +55,16 @@ eval)
   model=$(python3 -c "from spelltransfer.models.base_model import resolve_model_path; print(resolve_model_path('$M'))")
   E=/tmp/evals; mkdir -p $E
   ev() { python3 -m spelltransfer.cli eval --model $model --data /tmp/d/recipe --split test --batch-size 150 --no-progress "$@" > $E/log.$RANDOM 2>&1; }
-  ev --mode direct --out $E/untrained_direct.json &
-  ev --mode spell_first --out $E/untrained_spell_first.json &
-  [ -d $RUNS/spell/final ] && ev --adapter $RUNS/spell/final --mode direct --out $E/spell_direct.json &
-  [ -d $RUNS/spell/final ] && ev --adapter $RUNS/spell/final --mode spell_first --out $E/spell_spell_first.json &
-  [ -d $RUNS/spellfirst_aux/final ] && ev --adapter $RUNS/spellfirst_aux/final --mode spell_first --out $E/spellfirst_aux_spell_first.json &
-  [ -d $RUNS/format_aux/final ] && ev --adapter $RUNS/format_aux/final --mode direct --out $E/format_aux_direct.json &
+  for pair in $EVALS; do
+    name=${pair%%:*}; mode=${pair#*:}
+    if [ $name = untrained ]; then ev --mode $mode --out $E/untrained_$mode.json &
+    elif [ -d $RUNS/$name/final ]; then ev --adapter $RUNS/$name/final --mode $mode --out $E/${name}_$mode.json &
+    fi
+  done
   wait
   tail -n 3 $E/log.*
   for name in "${!TRIALS[@]}"; do cp $RUNS/$name/metrics.json $E/$name.metrics.json 2>/dev/null; cp $RUNS/$name/config.yaml $E/$name.config.yaml 2>/dev/null; done
-  mkdir -p $OUT && tar -C $E -czf $OUT/evals.tar.gz --exclude 'log.*' . && tar -C $E -czf $OUT/evallogs.tar.gz --wildcards 'log.*'
+  mkdir -p $OUT && tar -C $E -czf $OUT/evals.tar.gz --exclude 'log.*' . && (cd $E && tar -czf $OUT/evallogs.tar.gz log.*)
 ;;
 export)
   # one adapter in bf16, cut in 15 MB pieces (16 MiB per file comes back)

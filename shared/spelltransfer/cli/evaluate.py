@@ -87,7 +87,7 @@ def eval_command(
     out: Optional[Path] = typer.Option(None, help="Result JSON; predictions go to OUT's stem + .predictions.jsonl."),
     compare: Optional[tuple[Path, Path]] = typer.Option(None, help="Compare two result JSONs A B: per-task gain of B over A."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
-    mode: str = typer.Option("direct", help="Transfer mode: direct, spell_first (spell, then answer) or format_aux (asked directly)."),
+    mode: str = typer.Option("direct", help="Transfer mode: direct, spell_first (spell, then answer), spell_marked (spell with numbers/tallies, then answer) or format_aux (asked directly)."),
 ) -> None:
     """Evaluate a model by greedy generation, or compare two saved results (--compare A.json B.json)."""
     if compare:

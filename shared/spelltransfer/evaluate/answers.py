@@ -181,6 +181,7 @@ def extract_count(text: str) -> Extraction:
 # ---------------------------------------------------------------------------- spell first
 
 _ANSWER_MARK = re.compile(r"answer\s*:", re.IGNORECASE)
+_UNIT_MARK = re.compile(r"\(\d+\)")  # data.modes.MARK_PATTERN
 
 
 @dataclass(frozen=True)
@@ -195,19 +196,21 @@ class SpellFirstExtraction:
 def extract_spell_first(task: str, text: str) -> SpellFirstExtraction:
     """``g-a-r-d-e-n. Answer: r`` -> value ``r``, spelled ``garden``, in form. The answer is what
     follows the last ``Answer:`` (else what follows the longest spelled run); the layout is
-    ``data.modes.spell_first_target``'s."""
-    marks = list(_ANSWER_MARK.finditer(text))
-    if marks:
-        before, after = text[: marks[-1].start()], text[marks[-1].end():]
+    ``data.modes.spell_first_target``'s. Marks (``g(1)-a(2)``, ``spell_marked``) are read past:
+    the spelling is the letters, in form with or without them."""
+    answer_marks = list(_ANSWER_MARK.finditer(text))
+    if answer_marks:
+        before, after = _UNIT_MARK.sub("", text[: answer_marks[-1].start()]), text[answer_marks[-1].end():]
     else:
-        runs = list(_SPELLED_RUN.finditer(text))
+        unmarked = _UNIT_MARK.sub("", text)
+        runs = list(_SPELLED_RUN.finditer(unmarked))
         if not runs:
             return SpellFirstExtraction(None, False, None)
         longest = max(runs, key=lambda m: len(m.group(0)))
-        before, after = text[: longest.end()], text[longest.end():]
+        before, after = unmarked[: longest.end()], unmarked[longest.end():]
     spelled = extract_spelling(before).value
     final = extract(task, after)
-    in_form = bool(marks) and final.in_form and re.fullmatch(r"\s*[A-Za-z](?:-[A-Za-z])+\.?\s*", before) is not None
+    in_form = bool(answer_marks) and final.in_form and re.fullmatch(r"\s*[A-Za-z](?:-[A-Za-z])+\.?\s*", before) is not None
     return SpellFirstExtraction(final.value, in_form, spelled)
 
 

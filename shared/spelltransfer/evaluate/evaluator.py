@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from spelltransfer.atomic import write_text_atomic
+from spelltransfer.data.modes import SPELL_FORMS
 from spelltransfer.errors import ConfigError, DataError
 from spelltransfer.evaluate import answers
 from spelltransfer.evaluate.generation import GenerationEngine, HFGenerationEngine
@@ -33,6 +34,7 @@ TASKS = answers.TASKS
 # Position and count answers need 1-3 tokens bare; a sentence answer fits in 24.
 SPELLING_TOKENS_PER_LETTER = 2
 SPELLING_EXTRA_TOKENS = 12
+MARK_TOKENS = 4  # "(12)" after a letter in spell_marked
 SHORT_ANSWER_TOKENS = {"position": 24, "count": 24}
 
 
@@ -54,7 +56,7 @@ class TaskMetrics(BaseModel):
     by_word_length: dict[str, Bucket] = {}
     by_template: dict[str, Bucket] = {}
     by_presentation: dict[str, Bucket] = {}
-    spelled_correct: float | None = Field(None, description="spell_first: share whose spelling before the answer was right")
+    spelled_correct: float | None = Field(None, description="spell_first/spell_marked: share whose spelling before the answer was right")
 
 
 class Prediction(BaseModel):
@@ -187,8 +189,9 @@ def token_budget(item: dict, max_new_tokens: int | None = None) -> int:
     if item["task"] == "spelling":
         letters = len(answers.gold_value("spelling", item["answer"]))
         return SPELLING_TOKENS_PER_LETTER * letters + SPELLING_EXTRA_TOKENS
-    if item.get("mode", "direct") == "spell_first" and item.get("word"):
-        return SPELLING_TOKENS_PER_LETTER * len(item["word"]) + SPELLING_EXTRA_TOKENS + SHORT_ANSWER_TOKENS[item["task"]]
+    if item.get("mode", "direct") in SPELL_FORMS and item.get("word"):
+        per_letter = SPELLING_TOKENS_PER_LETTER + (MARK_TOKENS if item["mode"] == "spell_marked" else 0)
+        return per_letter * len(item["word"]) + SPELLING_EXTRA_TOKENS + SHORT_ANSWER_TOKENS[item["task"]]
     return SHORT_ANSWER_TOKENS[item["task"]]
 
 
@@ -200,7 +203,7 @@ def score(item: dict, output: str, index: int) -> Prediction:
     task = item["task"]
     gold = answers.gold_value(task, item["answer"])
     spelled_correct = None
-    if item.get("mode", "direct") == "spell_first" and task != "spelling":
+    if item.get("mode", "direct") in SPELL_FORMS and task != "spelling":
         extraction = answers.extract_spell_first(task, output)
         spelled_correct = item.get("word") is not None and extraction.spelled == item.get("word")
     else:
@@ -289,7 +292,7 @@ def evaluate_model(
     except ValueError as error:
         raise ConfigError(f"mode: {error}") from None
     items = select_items(_as_items(examples), tasks, limit)
-    for item in items:  # spell_first asks position/count questions with the spell-first instruction
+    for item in items:  # the spell-first modes ask position/count questions with their instruction
         item["prompt"] = eval_prompt(item["task"], item["prompt"], form)
         item["mode"] = form
     if not items:

@@ -20,19 +20,25 @@ class TransferConfig(BaseModel):
     eval_items_per_task: int = Field(100, ge=1, description="Items per task for the evaluation of a trained model.")
     mix_position_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of training examples that are position questions.")
     mix_count_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of training examples that are count questions.")
-    mode: Literal["direct", "spell_first", "format_aux"] = Field(
+    mode: Literal["direct", "spell_first", "format_aux", "spell_marked"] = Field(
         "direct", description="Transfer mode (data/modes.py): how position/count are asked and graded, and whether "
                               "training mixes list-format questions.")
     aux_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of training examples that are list questions "
-                                "(half position, half count over whole words); format_aux needs > 0, spell_first may use it.")
+                                "(half position, half count over whole words); format_aux needs > 0, the spell-first modes may use it.")
+    bridge_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of training examples that are spell-first "
+                                   "bridge questions (tasks/spell_echo.py: spell the word, then Answer: the word); "
+                                   "spell_first and spell_marked only.")
 
     @model_validator(mode="after")
     def _check_mix(self) -> "TransferConfig":
-        if self.mix_position_fraction + self.mix_count_fraction + self.aux_fraction >= 1.0:
+        shares = (self.mix_position_fraction, self.mix_count_fraction, self.aux_fraction, self.bridge_fraction)
+        if sum(shares) >= 1.0:
             raise ValueError(
-                "mix_position_fraction + mix_count_fraction + aux_fraction must be < 1 (spelling needs a share) "
-                f"(got {self.mix_position_fraction} + {self.mix_count_fraction} + {self.aux_fraction})"
+                "mix_position_fraction + mix_count_fraction + aux_fraction + bridge_fraction must be < 1 "
+                f"(spelling needs a share) (got {' + '.join(map(str, shares))})"
             )
+        if self.bridge_fraction > 0 and self.mode not in ("spell_first", "spell_marked"):
+            raise ValueError(f"bridge_fraction > 0 needs mode spell_first or spell_marked (got mode {self.mode})")
         if self.mode == "format_aux" and self.aux_fraction <= 0:
             raise ValueError("mode format_aux needs aux_fraction > 0 (the list questions are what it adds)")
         if self.mode == "direct" and self.aux_fraction > 0:
@@ -43,10 +49,10 @@ class TransferConfig(BaseModel):
         """Share of the training set per mixed-in task (position/count reveal letters; the list tasks do not)."""
         half = self.aux_fraction / 2
         return {"position": self.mix_position_fraction, "count": self.mix_count_fraction,
-                "list_position": half, "list_count": half}
+                "list_position": half, "list_count": half, "spell_echo": self.bridge_fraction}
 
     def aux_form(self) -> str:
-        """The form the list questions take: spell-first answers under spell_first, else direct."""
+        """The form the list questions take: the mode's spell-first form, else direct."""
         from spelltransfer.data.modes import question_form
 
         return question_form(self.mode)

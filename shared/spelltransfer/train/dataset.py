@@ -87,8 +87,9 @@ class BatchOrder:
 
 def mix_tasks(spelling: list[dict], fractions: dict[str, float], seed: int, words: list[str],
               aux_form: str = "direct") -> list[dict]:
-    """Add position/count (or list) questions on the training words so each makes up its fraction
-    of the set; ``aux_form`` is the form of the list questions (``direct`` or ``spell_first``)."""
+    """Add position/count (or list, or bridge) questions on the training words so each makes up its
+    fraction of the set; ``aux_form`` is the form of the list questions (``data.modes.question_form``).
+    Bridge questions (``spell_echo``) show the word in every presentation, as spelling prompts do."""
     total_fraction = sum(fractions.values())
     if total_fraction <= 0:
         return spelling
@@ -96,10 +97,15 @@ def mix_tasks(spelling: list[dict], fractions: dict[str, float], seed: int, word
 
     n_total = int(round(len(spelling) / (1.0 - total_fraction)))
     mixed = list(spelling)
-    # Seed offsets follow the historical order (count, position) so mixed runs keep their data.
-    for offset, task in enumerate(sorted(fractions, key=lambda t: (t.startswith("list_"), t))):
+    # Seed offsets follow the historical order (count, position, lists, bridge) so runs keep their data.
+    order = sorted(fractions, key=lambda t: (t == "spell_echo", t.startswith("list_"), t))
+    for offset, task in enumerate(order):
         n = int(round(fractions[task] * n_total))
         if n:
             options = {"form": aux_form} if task.startswith("list_") else {}
+            if task == "spell_echo":
+                from spelltransfer.data.presentation import PRESENTATIONS
+
+                options = {"presentations": tuple(PRESENTATIONS)}
             mixed.extend(example.to_dict() for example in make_examples(task, words, n, seed + offset + 1, "train", **options))
     return mixed

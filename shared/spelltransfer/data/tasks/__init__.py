@@ -10,7 +10,9 @@ import importlib
 
 _MODULES = {"spelling": "Spelling", "position": "Position", "count": "Count",
             # format tasks over lists of whole words (transfer mode format_aux); never evaluated
-            "list_position": "ListPosition", "list_count": "ListCount"}
+            "list_position": "ListPosition", "list_count": "ListCount",
+            # the spell-first bridge (tasks/spell_echo.py); never evaluated
+            "spell_echo": "SpellEcho"}
 
 
 def get_task(name: str):

@@ -3,7 +3,9 @@
 
 Lists of 3-10 words drawn with repeats from 2-6 distinct words, so counts spread like letter
 counts; a quarter of the questions ask for a word the list lacks (``0``), as ``count.py`` does.
-With ``form="spell_first"`` the answer is ``dog-cat-dog-fish. Answer: 2`` (``data/modes.py``).
+With ``form="spell_first"`` the answer is ``dog-cat-dog-fish. Answer: 2``; with ``form="spell_marked"``
+each copy of the asked item carries its running tally, ``dog(1)-cat-dog(2)-fish. Answer: 2``
+(``data/modes.py``).
 
 Run ``python -m spelltransfer.data.tasks.list_count`` to preview.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import random
 import re
 
-from spelltransfer.data.modes import LIST_FIRST_INSTRUCTION, spell_first_target
+from spelltransfer.data.modes import count_marks, instruction, spell_first_target
 from spelltransfer.data.tasks.base import ListTask, preview
 from spelltransfer.data.tasks.count import ABSENT_RATE
 from spelltransfer.data.tasks.list_position import MAX_ITEMS, MIN_ITEMS
@@ -31,7 +33,7 @@ TEMPLATES = (
 class ListCount(ListTask):
     name = "list_count"
     templates = TEMPLATES
-    answer_pattern = re.compile(r"\d+|[a-z]+(?:-[a-z]+)*\. Answer: \d+")
+    answer_pattern = re.compile(r"\d+|[a-z]+(?:\(\d+\))?(?:-[a-z]+(?:\(\d+\))?)*\. Answer: \d+")
 
     def build(self, word: str, shown: str, template: str, rng: random.Random) -> tuple[str, str]:
         distinct = rng.sample(self._items, min(len(self._items), rng.randint(2, 6)))
@@ -43,9 +45,10 @@ class ListCount(ListTask):
             item = rng.choice(sorted(set(items)))
         answer = str(items.count(item))
         prompt = template.format(item=item, items=", ".join(items))
-        if self.form == "spell_first":
-            return prompt + LIST_FIRST_INSTRUCTION, spell_first_target(items, answer)
-        return prompt, answer
+        if self.form == "direct":
+            return prompt, answer
+        marks = count_marks(items, item) if self.form == "spell_marked" else None
+        return prompt + instruction(self.name, self.form), spell_first_target(items, answer, marks)
 
 
 if __name__ == "__main__":

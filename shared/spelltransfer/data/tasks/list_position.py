@@ -3,7 +3,8 @@
 
 Lists are 3-10 words long (the length range of the letter tasks' words), positions and the
 "last" share follow ``position.py``. With ``form="spell_first"`` the question asks for the items
-first and the answer is ``apple-dog-cat-fish. Answer: cat`` (``data/modes.py``).
+first and the answer is ``apple-dog-cat-fish. Answer: cat``; with ``form="spell_marked"`` each item
+carries its number, ``apple(1)-dog(2)-cat(3)-fish(4). Answer: cat`` (``data/modes.py``).
 
 Run ``python -m spelltransfer.data.tasks.list_position`` to preview.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import random
 import re
 
-from spelltransfer.data.modes import LIST_FIRST_INSTRUCTION, spell_first_target
+from spelltransfer.data.modes import instruction, position_marks, spell_first_target
 from spelltransfer.data.tasks.base import ListTask, preview
 from spelltransfer.data.tasks.position import LAST_RATE, ordinal
 
@@ -32,7 +33,7 @@ TEMPLATES = (
 class ListPosition(ListTask):
     name = "list_position"
     templates = TEMPLATES
-    answer_pattern = re.compile(r"[a-z]+|[a-z]+(?:-[a-z]+)*\. Answer: [a-z]+")
+    answer_pattern = re.compile(r"[a-z]+|[a-z]+(?:\(\d+\))?(?:-[a-z]+(?:\(\d+\))?)*\. Answer: [a-z]+")
 
     def build(self, word: str, shown: str, template: str, rng: random.Random) -> tuple[str, str]:
         items = rng.sample(self._items, min(len(self._items), rng.randint(MIN_ITEMS, MAX_ITEMS)))
@@ -42,9 +43,10 @@ class ListPosition(ListTask):
             index = rng.randrange(len(items))
             label = ordinal(index + 1, rng.choice(("digits", "words")))
         prompt = template.format(ordinal=label, items=", ".join(items))
-        if self.form == "spell_first":
-            return prompt + LIST_FIRST_INSTRUCTION, spell_first_target(items, items[index])
-        return prompt, items[index]
+        if self.form == "direct":
+            return prompt, items[index]
+        marks = position_marks(len(items)) if self.form == "spell_marked" else None
+        return prompt + instruction(self.name, self.form), spell_first_target(items, items[index], marks)
 
 
 if __name__ == "__main__":
