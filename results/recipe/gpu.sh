@@ -23,12 +23,14 @@ declare -A TRIALS=(
 )
 EVALS="untrained:direct untrained:spell_first spell:direct spell:spell_first spellfirst_aux:spell_first format_aux:direct"
 else
+# Round 2 trains longer on twice the batch: round 1's adapters spelled 87-88 % of the first 100 test words.
+R2="--set training.max_steps=2000 --set training.batch_size=128"
 declare -A TRIALS=(
-  [sf_bridge]="--set transfer.mode=spell_first --set transfer.aux_fraction=0.2 --set transfer.bridge_fraction=0.1"
-  [marked]="--set transfer.mode=spell_marked --set transfer.aux_fraction=0.2 --set transfer.bridge_fraction=0.1"
-  [marked_hi]="--set transfer.mode=spell_marked --set transfer.aux_fraction=0.35 --set transfer.bridge_fraction=0.1"
+  [sf_bridge]="$R2 --set transfer.mode=spell_first --set transfer.aux_fraction=0.2 --set transfer.bridge_fraction=0.1"
+  [marked]="$R2 --set transfer.mode=spell_marked --set transfer.aux_fraction=0.2 --set transfer.bridge_fraction=0.1"
+  [marked_hi]="$R2 --set transfer.mode=spell_marked --set transfer.aux_fraction=0.35 --set transfer.bridge_fraction=0.1"
 )
-EVALS="untrained:spell_marked sf_bridge:spell_first marked:spell_marked marked_hi:spell_marked"
+EVALS="untrained:direct untrained:spell_first untrained:spell_marked sf_bridge:spell_first sf_bridge:direct marked:spell_marked marked_hi:spell_marked"
 fi
 phase=${1:?phase}
 case $phase in
@@ -80,6 +82,7 @@ for f in src.iterdir():
     elif f.is_file() and f.name.startswith(("adapter_config", "README")):
         shutil.copy(f, dst / f.name)
 PY
+    cp $RUNS/$name/config.yaml /tmp/bf16/$name/training_config.yaml
   done
   tar -C /tmp/bf16 -cf /tmp/adapters.tar . && split -b 15000000 -d /tmp/adapters.tar $OUT/adapters.tar.part && ls -la $OUT ;;
 esac
