@@ -33,6 +33,7 @@ def demo(
     sweep: bool = typer.Option(True, help="Also run a small sweep through the local gRPC services."),
     sweep_spec: Path = typer.Option(Path("configs/sweeps/demo.yaml"), help="Sweep spec for the demo sweep."),
     workers: int = typer.Option(2, min=1, help="Trainer workers for the demo sweep."),
+    recipe: Path = typer.Option(Path("results/recipe/adapter"), help="The study's committed adapter, scored against the untrained model in its own transfer mode (skipped when absent or --model is not the bundled model)."),
 ) -> None:
     """Run the main job; prints and writes the base-vs-tuned transfer table."""
     from spelltransfer.analyse import compare_results
@@ -90,6 +91,15 @@ def demo(
     json_path, md_path = report.save(out)
     console.print(report.rich_table())
 
+    if recipe.is_dir() and model == RECIPE_BASE_MODEL:
+        console.print(Rule(f"what the study found: the committed adapter {recipe} vs the untrained model"))
+        began = time.monotonic()
+        recipe_report, recipe_mode = recipe_comparison(recipe, model, test_items, out / "recipe", limit=eval_items, batch_size=batch_size)
+        console.print(f"transfer mode {recipe_mode} (from {recipe / 'training_config.yaml'}); the short run above trained {steps} steps, the recipe trained its own")
+        console.print(recipe_report.rich_table())
+        summary_extra["recipe"] = recipe_report.to_dict()
+        stage("recipe eval", began)
+
     if sweep:
         from spelltransfer.sweep.local import run_local_sweep
 
@@ -109,6 +119,34 @@ def demo(
     summary = {"timings_s": timings, "transfer": report.to_dict(), "adapter": str(trained.adapter_dir), **summary_extra}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     console.print(f"table: {md_path} · summary: {out / 'demo_summary.json'} · total {timings['total']:.0f}s")
+
+
+RECIPE_BASE_MODEL = "smollm2-135m"  # the base the committed recipe adapter was trained on (bundled GGUF)
+
+
+def recipe_comparison(adapter: Path, model: str, test_items, out: Path, *, limit: int | None, batch_size: int,
+                      tasks: list[str] | None = None):
+    """Score ``adapter`` and the untrained ``model`` on the same test items in the adapter's transfer
+    mode (``training_config.yaml`` beside the adapter; ``direct`` without one). Returns the paired
+    report (``analyse.compare_results``) and the mode."""
+    from spelltransfer.analyse import compare_results
+    from spelltransfer.evaluate.evaluator import evaluate_model
+    from spelltransfer.evaluate.generation import HFGenerationEngine
+    from spelltransfer.train import load_training_config
+
+    config_path = adapter / "training_config.yaml"
+    mode = load_training_config(config_path).transfer.mode if config_path.exists() else "direct"
+    results = {}
+    for name, adapter_dir in (("untrained", None), ("recipe", adapter)):
+        engine = HFGenerationEngine(model, adapter_dir=adapter_dir, batch_size=batch_size)
+        try:
+            results[name] = evaluate_model(engine, test_items, tasks=tasks, limit=limit, mode=mode, split="test",
+                                           out=out / f"eval_{name}_{mode}.json")
+        finally:
+            engine.close()
+    report = compare_results(results["untrained"], results["recipe"])
+    report.save(out)
+    return report, mode
 
 
 def _analyse_sweep(trials_csv: Path, model: str, data_dir: Path, out: Path, batch_size: int) -> Path:
