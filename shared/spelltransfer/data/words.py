@@ -123,12 +123,28 @@ def token_counts(tokenizer, words: list[str]) -> list[int]:
 
     Takes an HF tokenizer or a bare ``tokenizers.Tokenizer`` (see ``load_word_tokenizer``).
     """
+    return [len(ids) for ids in _encode_batch(tokenizer, [" " + w for w in words])]
+
+
+_ENCODED: dict = {}  # (tokenizer, texts) -> ids: a build tokenizes the whole dictionary, several builds per process reuse it
+
+
+def _encode_batch(tokenizer, texts: list[str]) -> tuple[tuple[int, ...], ...]:
+    """Token ids of each text, no special tokens, through the Rust tokenizer (an HF fast
+    tokenizer's ``backend_tokenizer``: the same ids without the per-item Python conversion)."""
     from tokenizers import Tokenizer
 
-    texts = [" " + w for w in words]
-    if isinstance(tokenizer, Tokenizer):
-        return [len(encoding.ids) for encoding in tokenizer.encode_batch(texts, add_special_tokens=False)]
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    backend = tokenizer if isinstance(tokenizer, Tokenizer) else getattr(tokenizer, "backend_tokenizer", None)
+    key = (id(backend if backend is not None else tokenizer), len(texts), hash(tuple(texts)))
+    if key not in _ENCODED:
+        if backend is not None:
+            encoded = tuple(tuple(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False))
+        else:
+            encoded = tuple(tuple(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+        if len(_ENCODED) >= 8:
+            _ENCODED.pop(next(iter(_ENCODED)))
+        _ENCODED[key] = encoded
+    return _ENCODED[key]
 
 
 TRAIN_SOURCES = ("single", "dictionary", "both")
@@ -141,15 +157,10 @@ def word_pieces(tokenizer, words: list[str]) -> list[frozenset[int]]:
     learn to spell can appear in any of the three forms.
     """
     from spelltransfer.data.presentation import PRESENTATIONS, present
-    from tokenizers import Tokenizer
 
     pieces: list[set[int]] = [set() for _ in words]
     for name in PRESENTATIONS:
-        texts = [" " + present(w, name) for w in words]
-        if isinstance(tokenizer, Tokenizer):
-            encoded = [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
-        else:
-            encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        encoded = _encode_batch(tokenizer, [" " + present(w, name) for w in words])
         for bag, ids in zip(pieces, encoded):
             bag.update(ids)
     return [frozenset(bag) for bag in pieces]
