@@ -41,11 +41,11 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
                 tasks=_task_metrics(result) if result else {}, result_json=json.dumps(result) if result else "")
 
 
-def serve(host: str = "127.0.0.1", port: int = 0, work_dir: str | None = None):
-    """Start the evaluator service; returns ``(server, port, stop)``."""
+def serve(host: str = "127.0.0.1", port: int = 0, work_dir: str | None = None, roots=None):
+    """Start the evaluator service; returns ``(server, port, stop)``. ``roots``: see the trainer's ``serve``."""
     settings = SecuritySettings.from_env()
     server = make_server(settings)
-    evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server(EvaluatorServicer(Evaluator(work_dir)), server)
+    evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server(EvaluatorServicer(Evaluator(work_dir, roots=roots)), server)
     bound = bind(server, settings, f"{host}:{port}")
     server.start()
     log.info("evaluator on %s:%d", host, bound)

@@ -66,11 +66,11 @@ class SweepServicer(sweep_pb2_grpc.SweepServiceServicer):
 
 
 def serve(state_dir: str, host: str = "127.0.0.1", port: int = 0, workers: list[str] | tuple[str, ...] = (),
-          default_slots: int = 1):
-    """Start the controller service; returns ``(server, port, stop)``."""
+          default_slots: int = 1, roots=None):
+    """Start the controller service; returns ``(server, port, stop)``. ``roots``: see the trainer's ``serve``."""
     settings = SecuritySettings.from_env()
     server = make_server(settings)  # fails before any state is touched if the token is missing
-    controller = SweepController(state_dir, workers=workers, default_slots=default_slots)
+    controller = SweepController(state_dir, workers=workers, default_slots=default_slots, roots=roots)
     sweep_pb2_grpc.add_SweepServiceServicer_to_server(SweepServicer(controller), server)
     bound = bind(server, settings, f"{host}:{port}")
     server.start()

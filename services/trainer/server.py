@@ -90,11 +90,13 @@ def _register_forever(controller: str, address: str, slots: int, stop: threading
 
 def serve(work_dir: str, host: str = "127.0.0.1", port: int = 0, slots: int = 1, controller: str | None = None,
           advertise: str | None = None, register_every_s: float = 3.0, pack_size: int = 1,
-          pack_wait_s: float = 2.0):
-    """Start the service; returns ``(server, port, stop)`` where ``stop()`` shuts everything down."""
+          pack_wait_s: float = 2.0, roots=None):
+    """Start the service; returns ``(server, port, stop)`` where ``stop()`` shuts everything down.
+
+    ``roots``: a ``spelltransfer.platform.roots.ServiceRoots``; None = from the environment."""
     settings = SecuritySettings.from_env()
     server = make_server(settings)  # fails before any trial is resumed if the token is missing
-    worker = TrainerWorker(work_dir, slots=slots, pack_size=pack_size, pack_wait_s=pack_wait_s)
+    worker = TrainerWorker(work_dir, slots=slots, pack_size=pack_size, pack_wait_s=pack_wait_s, roots=roots)
     trainer_pb2_grpc.add_TrainerServiceServicer_to_server(TrainerServicer(worker), server)
     bound = bind(server, settings, f"{host}:{port}")
     server.start()

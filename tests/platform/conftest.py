@@ -6,6 +6,7 @@ so a whole trial (process start, model load, steps, checkpoints) takes seconds, 
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -24,6 +25,16 @@ def api_token(monkeypatch) -> str:
     for name in (CERT_ENV, KEY_ENV, CA_ENV):
         monkeypatch.delenv(name, raising=False)
     return token
+
+
+@pytest.fixture(autouse=True)
+def service_roots(monkeypatch, tmp_path_factory, repo_root) -> None:
+    """Services accept paths under the repository's default roots and the tests' temp folders."""
+    from spelltransfer.platform.roots import DEFAULTS, ENV_VARS
+
+    temp = str(tmp_path_factory.getbasetemp())
+    for kind, variable in ENV_VARS.items():
+        monkeypatch.setenv(variable, os.pathsep.join([*(str(Path(repo_root) / d) for d in DEFAULTS[kind]), temp]))
 
 
 @pytest.fixture(scope="session")

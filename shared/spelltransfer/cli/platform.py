@@ -4,6 +4,10 @@ Every service needs ``SPELLTRANSFER_API_TOKEN`` (clients send it as a bearer tok
 when ``SPELLTRANSFER_TLS_CERT``/``SPELLTRANSFER_TLS_KEY`` are set. ``--port 0`` takes a free port;
 ``--port-file`` writes the bound port (for scripts and tests). SIGTERM/SIGINT stop the service;
 a trainer worker's running trials are stopped too and resume from their checkpoints next start.
+Paths a request names must lie under the service's roots,
+``SPELLTRANSFER_{CONFIGS,DATA,RESULTS,STORAGE}_ROOTS`` (``spelltransfer.platform.roots``;
+defaults relative to the working directory: configs/, data/ results/ checkpoints/ models/,
+results/ checkpoints/, results/), plus the service's own work or state folder.
 """
 
 from __future__ import annotations

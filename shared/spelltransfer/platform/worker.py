@@ -42,9 +42,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from spelltransfer.errors import ConfigError
-from spelltransfer.platform import process
+from spelltransfer.platform import limits, process
 from spelltransfer.platform.errors import NotFoundError, ResourceExhaustedError
 from spelltransfer.platform.events import TASKS, accuracy_task, flatten_numbers, last_step, read_metrics, read_new_lines
+from spelltransfer.platform.roots import ServiceRoots
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 EVALUATE_MODES = ("auto", "always", "never")
 TRIAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CANCEL_GRACE_S = 5.0
+# A trial whose process cannot be started (the kernel refuses its command line, its log cannot be
+# opened) is tried this many times, START_RETRY_S apart, then FAILED with the reason.
+MAX_START_ATTEMPTS = 3
+START_RETRY_S = 0.5
 EVAL_FILE = "validation_eval.json"
 TRACKING_FILE = "tracking.json"  # written by spelltransfer.track.CompositeTracker
 SWEEP_JOB_TYPES = {"train": "train", "eval": "validation"}
@@ -143,11 +148,12 @@ def default_eval_command(run_dir: str, out: str) -> list[str]:
     return [sys.executable, "-m", "spelltransfer.platform.eval_job", "--run-dir", run_dir, "--out", out]
 
 
-def default_validate(config_path: str, overrides: list[str]) -> None:
-    """Reject a bad config before anything starts (ConfigError names the field)."""
+def default_validate(config_path: str, overrides: list[str]):
+    """Reject a bad config before anything starts (ConfigError names the field); returns the config,
+    whose paths the worker then checks against its roots."""
     from spelltransfer.train.config import load_training_config
 
-    load_training_config(config_path, list(overrides))
+    return load_training_config(config_path, list(overrides))
 
 
 def default_pack_command(pack_dir: str, resume: bool) -> list[str]:
@@ -173,7 +179,8 @@ class TrainerWorker:
                  eval_command: Callable[[str, str], list[str]] = default_eval_command,
                  poll_s: float = 0.2, pack_size: int = 1, pack_wait_s: float = 2.0,
                  pack_command: Callable[[str, bool], list[str]] = default_pack_command,
-                 pack_key: Callable[[str, list[str]], str | None] = default_pack_key):
+                 pack_key: Callable[[str, list[str]], str | None] = default_pack_key,
+                 roots: ServiceRoots | None = None):
         if slots < 1:
             raise ConfigError(f"slots: must be >= 1 (got {slots})")
         if pack_size < 1:
@@ -187,6 +194,9 @@ class TrainerWorker:
             import spelltransfer.train.packed.job  # noqa: F401  (torch: imported now, not in the first StartTrial)
         self.work_dir = Path(work_dir).resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        # Requests may name paths under the roots (configs, data, results) and in this worker's folder.
+        self.roots = (roots or ServiceRoots.from_env()).adding(data=[self.work_dir], results=[self.work_dir])
+        self._start_failures: dict[str, tuple[int, float]] = {}  # trial or pack id -> (failed starts, retry at)
         self.slots = slots
         self._train_command = train_command
         self._validate = validate
@@ -217,11 +227,17 @@ class TrainerWorker:
             raise ConfigError(f"trial_id: must match {TRIAL_ID.pattern} (got {trial_id!r})")
         if not config_path:
             raise ConfigError("config_path: required (a training config YAML on the worker)")
+        limits.check_text("config_path", config_path, limits.MAX_PATH_BYTES)
+        limits.check_overrides("overrides", overrides)
+        limits.check_labels("labels", dict(labels or {}))
         with self._lock:
             existing = self._get(trial_id)
             if existing is not None:
                 return existing
-            self._validate(config_path, list(overrides))
+            self.roots.check("configs", "config_path", config_path)  # before the file is opened
+            config = self._validate(config_path, list(overrides))
+            if config is not None:
+                self.roots.check_run_config(config)
             if self._busy() >= self.slots:
                 raise ResourceExhaustedError(f"worker busy: {self.slots} slot(s), all running trials")
             key = (self._pack_key(config_path, list(overrides)) or "") if self.pack_size > 1 else ""
@@ -329,8 +345,33 @@ class TrainerWorker:
                 continue
             if self._packable(record):
                 continue  # started by _launch_packs, with others
-            self._launch(record)
+            self._try_start([record.trial_id], lambda record=record: self._launch(record))
         self._launch_packs()
+
+    def _try_start(self, trial_ids: list[str], start: Callable[[], None], key: str | None = None) -> None:
+        """Run ``start``; when it raises, count a failed start of ``key`` (default: the one trial) and,
+        after ``MAX_START_ATTEMPTS``, fail every trial of ``trial_ids`` with the reason."""
+        key = key or trial_ids[0]
+        failures, retry_at = self._start_failures.get(key, (0, 0.0))
+        if time.monotonic() < retry_at:
+            return
+        try:
+            start()
+        except Exception as error:  # noqa: BLE001 - recorded on the trial, not lost in a loop
+            failures += 1
+            reason = str(error) if isinstance(error, OSError) else f"{type(error).__name__}: {error}"
+            reason = reason[:1000]
+            if failures < MAX_START_ATTEMPTS:
+                log.warning("%s: start %d of %d failed: %s", key, failures, MAX_START_ATTEMPTS, reason)
+                self._start_failures[key] = (failures, time.monotonic() + START_RETRY_S)
+                return
+            self._start_failures.pop(key, None)
+            log.error("%s: could not start (%d attempts): %s", key, failures, reason)
+            for trial_id in trial_ids:
+                self._update(trial_id, state=FAILED, pgid=None,
+                             error=f"could not start the trial's process ({failures} attempts): {reason}")
+            return
+        self._start_failures.pop(key, None)
 
     def _launch(self, record: TrialRecord) -> None:
         output_dir = Path(record.output_dir)
@@ -452,7 +493,7 @@ class TrainerWorker:
         for pack_id, members in interrupted.items():
             if pack_id in self._packs or (self._running() and self._running() + len(members) > self.slots):
                 continue
-            self._launch_pack(pack_id, members)
+            self._try_start([r.trial_id for r in members], lambda: self._launch_pack(pack_id, members), key=pack_id)
         for group in sorted(fresh.values(), key=lambda g: g[0].created_at):
             free = self.slots - self._running()
             if free <= 0:
@@ -461,10 +502,12 @@ class TrainerWorker:
             if len(group) < want and time.time() - group[0].created_at < self.pack_wait_s:
                 continue  # wait a moment for the rest of the pack
             members = group[:want]
-            if len(members) == 1:
-                self._launch(members[0])  # a pack of one trains alone, the ordinary way
+            if len(members) == 1:  # a pack of one trains alone, the ordinary way
+                self._try_start([members[0].trial_id], lambda: self._launch(members[0]))
             else:
-                self._launch_pack(f"pack-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}", members)
+                pack_id = f"pack-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+                # Once assigned, the members are an interrupted pack: a failed start is retried there.
+                self._try_start([r.trial_id for r in members], lambda: self._launch_pack(pack_id, members), key=pack_id)
 
     def _launch_pack(self, pack_id: str, to_run: list[TrialRecord]) -> None:
         """Start (or restart) one pack process for ``to_run``; the table says so before it starts."""

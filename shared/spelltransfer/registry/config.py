@@ -49,6 +49,23 @@ class RegistryConfig(BaseModel):
     mlflow_workers: int = Field(1, ge=1, description="uvicorn workers; 1 is plenty on a laptop")
     startup_timeout_s: float = Field(90.0, gt=0, description="how long up waits for each server")
 
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, host: str) -> str:
+        # The embedded stack's MLflow answers without a login (its artifact proxy holds the S3
+        # keys), so it is reachable from this machine only. Compose runs MLflow with
+        # `registry serve` on its internal network instead.
+        import ipaddress
+
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(f"host {host!r}: the local stack binds loopback only (127.0.0.1, ::1): "
+                             "its MLflow server has no login")
+        return host
+
     @field_validator("bucket")
     @classmethod
     def _bucket_name(cls, bucket: str) -> str:

@@ -9,6 +9,7 @@ clash, and the optional gateways (WebDAV, Iceberg, Lance) are switched off.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -64,11 +65,29 @@ def start_weed(data_dir: Path, log_path: Path, credentials: S3Credentials, host:
         *[f"-{name}={port}" for name, port in ports.items()],
     ]
     # Keys go through the environment only: weed reads AWS_* and creates an admin identity.
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "SPELLTRANSFER_S3_"))}
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("AWS_", "SPELLTRANSFER_S3_", "WEED_JWT_"))}
     env.update(credentials.server_env())
+    env.update(internal_jwt_env())
     record = processes.spawn(command, env, log_path, cwd=data_dir)
     record.update(ports=ports, endpoint_url=f"http://{host}:{ports['s3.port']}")
     return record
+
+
+def internal_jwt_env() -> dict[str, str]:
+    """Fresh random signing keys for weed's internal HTTP APIs, so only the S3 port serves objects.
+
+    ``weed mini`` also answers plain HTTP on its filer port (``/buckets/<bucket>/<key>``: read,
+    overwrite, list) and its volume port, with no key at all. With these keys set the filer and
+    the volume servers accept a read or write only with a JWT signed by them; the S3 gateway in
+    the same process signs its own requests, so clients with the S3 keys notice nothing. The keys
+    live only in the server's environment (a new pair each start: they sign 10-second tokens,
+    nothing stored depends on them).
+    """
+    return {name: secrets.token_hex(32) for name in (
+        "WEED_JWT_SIGNING_KEY", "WEED_JWT_SIGNING_READ_KEY",              # volume servers (writes, reads)
+        "WEED_JWT_FILER_SIGNING_KEY", "WEED_JWT_FILER_SIGNING_READ_KEY",  # the filer's HTTP API
+    )}
 
 
 def s3_client(endpoint_url: str, credentials: S3Credentials, retries: int = 2, timeout: float = 10.0):

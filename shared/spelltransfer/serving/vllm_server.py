@@ -223,19 +223,29 @@ class VLLMServer:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def terminate(self) -> None:
+        """Ask the process group to stop (SIGTERM) without waiting: safe inside a signal handler."""
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
     def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM the process group, SIGKILL after ``timeout_s``; returns once vLLM and the engine
+        process it forked are gone. Call it from the thread that waits on the process, not from a
+        signal handler that interrupted that wait (``terminate`` is for handlers)."""
         process = self.process
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        if process.poll() is None:
+            self.terminate()
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(process.pid)
+                process.wait(timeout=10)
+        _stop_leftovers(process.pid, timeout_s)
 
     def __enter__(self) -> "VLLMServer":
         return self.start()
@@ -244,15 +254,57 @@ class VLLMServer:
         self.stop()
 
 
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop_leftovers(pgid: int, timeout_s: float) -> None:
+    """Members of vLLM's process group still alive after it exited (its engine core): SIGTERM, then SIGKILL."""
+    deadline = time.monotonic() + timeout_s
+    signum = signal.SIGTERM
+    while True:
+        try:
+            os.killpg(pgid, signum)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            return
+        if time.monotonic() > deadline + 5:
+            return  # unkillable (uninterruptible sleep): nothing more a signal can do
+        if time.monotonic() > deadline:
+            signum = signal.SIGKILL
+        time.sleep(0.1)
+
+
 def serve_forever(config: InferenceServerConfig) -> int:
-    """Run vLLM in the foreground until Ctrl-C / SIGTERM; returns its exit code."""
+    """Run vLLM in the foreground until Ctrl-C / SIGTERM; returns its exit code (0 when stopped by a signal).
+
+    The handlers only ask vLLM to stop; the main thread, which waits on the process, then waits
+    for the whole group, so ``docker stop``/systemd see a clean exit 0 and no child is left."""
     server = VLLMServer(config).start()
     print(f"vLLM ready at {server.base_url} in {server.startup_s:.1f} s "
           f"(models: {config.served_model_name}{''.join(', ' + a.name for a in config.adapters)}); log {server.log_path}",
           file=sys.stderr, flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    stopping: list[int] = []
+
+    def on_signal(signum, frame) -> None:
+        stopping.append(signum)
+        server.terminate()
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return server.process.wait()
-    except KeyboardInterrupt:
+        code = server.process.wait()
+    except KeyboardInterrupt:  # a SIGINT that arrived before the handler was set
+        stopping.append(signal.SIGINT)
+        code = 0
+    finally:
         server.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if stopping:
+        print(f"vLLM stopped ({signal.Signals(stopping[0]).name})", file=sys.stderr, flush=True)
         return 0
+    return code

@@ -29,8 +29,10 @@ import grpc
 import optuna
 
 from spelltransfer.errors import ConfigError
+from spelltransfer.platform import limits
 from spelltransfer.platform.errors import FailedPreconditionError, NotFoundError
 from spelltransfer.platform.protos import trainer_pb2, trainer_pb2_grpc
+from spelltransfer.platform.roots import ServiceRoots
 from spelltransfer.platform.security import open_channel
 from spelltransfer.sweep import results
 from spelltransfer.sweep.spec import SweepSpec, check_training_config, parse_spec, trial_overrides
@@ -93,9 +95,11 @@ class SweepController:
 
     def __init__(self, state_dir: str | Path, workers: list[str] | tuple[str, ...] = (), default_slots: int = 1,
                  heartbeat_timeout_s: float = 15.0, poll_s: float = 0.5,
-                 channel_factory: Callable[[str], grpc.Channel] | None = None):
+                 channel_factory: Callable[[str], grpc.Channel] | None = None, roots: ServiceRoots | None = None):
         self.state_dir = Path(state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Specs may name paths under the roots; the default Optuna storage is in the state dir.
+        self.roots = (roots or ServiceRoots.from_env()).adding(storage=[self.state_dir])
         self.store = ControllerStore(self.state_dir / "controller.db")
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self._poll_s = poll_s
@@ -118,13 +122,17 @@ class SweepController:
 
     def submit(self, spec_yaml: str, source: str = "sweep spec") -> SweepView:
         """Validate the spec and the training config it points at; nothing starts unless both pass."""
+        limits.check_text("spec_yaml", spec_yaml, limits.MAX_SPEC_BYTES)
+        limits.check_text("source", source, limits.MAX_PATH_BYTES)
         spec = parse_spec(spec_yaml, source)
         existing = self.store.sweep(spec.name)
         if existing is not None:
             if parse_spec(existing.spec_yaml).model_dump() == spec.model_dump():
                 return self.get(spec.name)  # the same submit again (e.g. a retried RPC)
             raise FailedPreconditionError(f"name: sweep {spec.name!r} already exists with another spec; pick a new name")
+        check_spec_paths(spec, self.roots)  # before the base config is opened
         check_training_config(spec)
+        self._check_config_paths(spec, "base_config/overrides", trial_overrides(spec, {}))
         url = storage_url(spec, self.state_dir)
         with self._optuna:
             study = open_study(spec, url)
@@ -133,6 +141,15 @@ class SweepController:
             self._sweeps[spec.name] = _Sweep(spec, study)
         self._event(spec.name, "submitted", -1, f"{spec.trial_count()} trial(s), strategy {spec.strategy}")
         return self.get(spec.name)
+
+    def _check_config_paths(self, spec: SweepSpec, field: str, overrides: list[str]) -> None:
+        """The paths of the training config a trial would run (base config + overrides) are under the roots."""
+        from spelltransfer.train.config import load_training_config
+
+        try:
+            self.roots.check_run_config(load_training_config(spec.base_config, overrides))
+        except ConfigError as error:
+            raise ConfigError(f"{field}: {error}") from None
 
     def get(self, name: str) -> SweepView:
         row = self.store.sweep(name)
@@ -189,6 +206,7 @@ class SweepController:
             yield "sweep_finished", -1, view.state, view
 
     def register_worker(self, address: str, slots: int) -> dict:
+        limits.check_text("address", address, limits.MAX_ADDRESS_BYTES)
         if not address or ":" not in address:
             raise ConfigError(f"address: expected host:port (got {address!r})")
         if slots < 1:
@@ -253,6 +271,7 @@ class SweepController:
             params = suggest(trial, sweep.spec)
         try:
             check_training_config(sweep.spec, params)
+            self._check_config_paths(sweep.spec, "parameters", trial_overrides(sweep.spec, params))
         except ConfigError as error:
             self._tell(name, trial.number, optuna.trial.TrialState.FAIL, attrs={"error": str(error), "attempts": 0})
             self._event(name, "trial_rejected", trial.number, str(error))
@@ -283,12 +302,15 @@ class SweepController:
             trials = sweep.study.get_trials(deepcopy=False)
         if len(trials) < sweep.spec.trial_count() or any(t.state not in FINISHED for t in trials):
             return
-        # Both before COMPLETED: a watcher may stop the platform right after it.
+        # A sweep none of whose trials succeeded has no result: FAILED, with the trials' reasons.
+        succeeded = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        state, error = ("COMPLETED", "") if succeeded else ("FAILED", _no_success_error(trials))
+        # Both before the final state: a watcher may stop the platform right after it.
         self._register_champion(name)
         analysis_dir = self._analyse(self.get(name))
-        self._log_wandb(name, analysis_dir, state="COMPLETED")
-        self.store.update_sweep(name, state="COMPLETED", finished_at=time.time())
-        self._event(name, "sweep_finished", -1, "COMPLETED")
+        self._log_wandb(name, analysis_dir, state=state)
+        self.store.update_sweep(name, state=state, finished_at=time.time(), error=error)
+        self._event(name, "sweep_finished", -1, state if not error else f"{state}: {error}")
         self._finish_sweep(name, analysed=True, analysis_dir=analysis_dir)
 
     # ---------------------------------------------------------------- following one attempt
@@ -691,6 +713,39 @@ class SweepController:
         except Exception as error:
             log.exception("registering the champion of %s failed", name)
             self._event(name, "champion_failed", -1, f"registry: {error}"[:500])
+
+
+def check_spec_paths(spec: SweepSpec, roots: ServiceRoots) -> None:
+    """Every path the spec names lies under the service's roots (``spelltransfer.platform.roots``),
+    and its overrides are within the size limits: base_config, results_dir, storage, the W&B dir
+    and MLflow URI, path-valued fixed overrides and every listed value of a path-valued parameter.
+    Raises ConfigError naming the field."""
+    limits.check_overrides("overrides", spec.overrides)
+    roots.check("configs", "base_config", spec.base_config)
+    roots.check("results", "results_dir", spec.results_dir)
+    roots.check_storage_url("storage", spec.storage)
+    roots.check_tracking_uri("mlflow.tracking_uri", spec.mlflow.tracking_uri)
+    if spec.wandb.dir:
+        roots.check("results", "wandb.dir", spec.wandb.dir)
+    for assignment in spec.overrides:
+        key, _, value = assignment.partition("=")
+        roots.check_setting(key.strip(), value.strip() or None, f"overrides: {key.strip()}")
+    for name, parameter in spec.parameters.items():
+        for value in parameter.values or []:
+            limits.check_text(f"parameters.{name} value", trial_overrides(spec, {name: value})[-1],
+                              limits.MAX_OVERRIDE_BYTES)
+            roots.check_setting(name, value, f"parameters.{name}")
+
+
+def _no_success_error(trials: list[optuna.trial.FrozenTrial]) -> str:
+    """Why a finished sweep has no successful trial: counts per state and the first trial's error."""
+    counts: dict[str, int] = {}
+    for trial in trials:
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    summary = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
+    failed = next((t for t in trials if t.user_attrs.get("error")), None)
+    reason = f"; trial {failed.number}: {str(failed.user_attrs['error'])[:500]}" if failed is not None else ""
+    return f"no trial succeeded ({summary}){reason}"[:2000]
 
 
 def _format(value) -> str:

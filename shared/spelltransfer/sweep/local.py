@@ -22,6 +22,7 @@ import yaml
 from rich.console import Console
 
 from spelltransfer.platform import process
+from spelltransfer.platform.roots import ENV_VARS as ROOTS_ENV_VARS
 from spelltransfer.platform.security import TOKEN_ENV, SecuritySettings
 from spelltransfer.sweep.client import SweepClient, spec_text_for_submit, trials_table
 
@@ -35,6 +36,10 @@ class LocalPlatform:
         self.n_workers, self.slots, self.pack_size = n_workers, slots, pack_size
         self.env = dict(os.environ if env is None else env)
         self.env.setdefault(TOKEN_ENV, secrets.token_urlsafe(24))
+        # Only this process holds the token: the paths the spec names are its user's own, so the
+        # services' roots (spelltransfer.platform.roots) are the whole file system unless set.
+        for variable in ROOTS_ENV_VARS.values():
+            self.env.setdefault(variable, "/")
         self.env.setdefault("SPELLTRANSFER_LOG_LEVEL", "INFO")
         self.start_timeout_s = start_timeout_s
         self.procs: dict[str, subprocess.Popen] = {}

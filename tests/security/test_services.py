@@ -1,0 +1,343 @@
+"""Issue 17, the services side, replayed against real processes: gRPC services on 127.0.0.1, the
+``spelltransfer serve inference`` CLI, ``weed mini``. Nothing here trains a model.
+
+- paths a request names outside the service's roots are INVALID_ARGUMENT naming the field, and
+  a file outside them is never opened (its content never comes back);
+- an override over the per-override limit is refused at the API with the limit in the message;
+- a trial whose process cannot start is FAILED with the reason; a sweep with no successful trial
+  ends FAILED;
+- SIGTERM to ``serve inference`` exits 0 with vLLM's whole process group gone;
+- the S3 server's filer port refuses anonymous reads and writes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+
+from spelltransfer.platform.protos import (evaluator_pb2, evaluator_pb2_grpc, sweep_pb2, sweep_pb2_grpc, trainer_pb2,
+                                           trainer_pb2_grpc)
+from spelltransfer.platform.security import SecuritySettings, bind, make_server, open_channel
+
+OUTSIDE = "/tmp/spelltransfer-outside-the-roots"  # not under the pytest temp root
+
+
+def _wait(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def _refused(call, field: str) -> str:
+    with pytest.raises(grpc.RpcError) as error:
+        call()
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+    details = error.value.details()
+    assert field in details, details
+    assert len(details) < 1000, details[:200]
+    return details
+
+
+# ---------------------------------------------------------------- the path check itself
+
+
+def test_roots_resolve_before_comparing(tmp_path):
+    from spelltransfer.errors import ConfigError
+    from spelltransfer.platform.roots import ServiceRoots
+
+    data = tmp_path / "data"
+    (data / "set").mkdir(parents=True)
+    (tmp_path / "data2").mkdir()
+    (data / "link").symlink_to("/etc")
+    roots = ServiceRoots(data=(data.resolve(),), storage=(tmp_path.resolve(),))
+    assert roots.check("data", "training.data_dir", str(data / "set")) == (data / "set").resolve()
+    for escape in (data / ".." / "data2", tmp_path / "data2", data / "link", "/etc", "relative/../../x"):
+        with pytest.raises(ConfigError, match=r"^training\.data_dir: .* outside the service's data roots"):
+            roots.check("data", "training.data_dir", str(escape))
+    roots.check_storage_url("storage", f"sqlite:///{tmp_path}/optuna.db")
+    roots.check_storage_url("storage", "postgresql://user@db/optuna")
+    with pytest.raises(ConfigError, match="^storage: '/anywhere.db' is outside"):
+        roots.check_storage_url("storage", "sqlite:////anywhere.db")
+    roots.check_model("model.name", "smollm2-135m")  # a name, not a path
+    with pytest.raises(ConfigError, match="^model.name: "):
+        roots.check_model("model.name", "/etc")
+
+
+# ---------------------------------------------------------------- trainer worker
+
+
+@pytest.fixture
+def trainer(tmp_path):
+    from services.trainer.server import serve
+
+    _, port, stop = serve(str(tmp_path / "worker"), port=0)
+    channel = open_channel(f"127.0.0.1:{port}")
+    yield trainer_pb2_grpc.TrainerServiceStub(channel)
+    channel.close()
+    stop()
+
+
+def test_start_trial_paths_and_sizes_are_bounded(trainer, base_config):
+    def start(config_path=base_config, overrides=()):
+        request = trainer_pb2.StartTrialRequest(trial_id="t1", config_path=config_path, overrides=list(overrides))
+        return lambda: trainer.StartTrial(request, timeout=30)
+
+    # A YAML-parseable file outside the roots is never opened: the answer names the field, not its lines.
+    details = _refused(start(config_path="/etc/passwd"), "config_path")
+    assert details.startswith("config_path: '/etc/passwd' is outside") and "root:" not in details
+    for override, field in [
+        (f"training.plot_dir={OUTSIDE}", "training.plot_dir"),
+        ("training.data_dir=/etc", "training.data_dir"),
+        ("training.output_root=/", "training.output_root"),
+        (f"training.tracking.mlflow.tracking_uri=sqlite:///{OUTSIDE}/mlflow.db", "training.tracking.mlflow.tracking_uri"),
+    ]:
+        _refused(start(overrides=[override]), field)
+    # 3 MB in one override: refused with the limit, instead of a trial that can never start.
+    details = _refused(start(overrides=["training.run_name=" + "a" * 3_000_000]), "training.run_name")
+    assert "over the limit of 4096 bytes" in details
+    assert not trainer.ListTrials(trainer_pb2.ListTrialsRequest(), timeout=10).trials
+    assert not Path(OUTSIDE).exists()
+
+
+# ---------------------------------------------------------------- sweep controller
+
+
+@pytest.fixture
+def controller(tmp_path):
+    from services.sweep.server import serve
+
+    _, port, stop = serve(str(tmp_path / "controller"), port=0)  # no workers: nothing is dispatched
+    channel = open_channel(f"127.0.0.1:{port}")
+    yield sweep_pb2_grpc.SweepServiceStub(channel)
+    channel.close()
+    stop()
+
+
+def _spec(base: str, tmp_path, **changes) -> str:
+    spec = {"name": "hostile", "base_config": base, "strategy": "random", "max_trials": 1, "max_retries": 0,
+            "parameters": {"optimizer.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True}},
+            "results_dir": str(tmp_path / "results"), "mlflow": {"enabled": False}}
+    spec.update(changes)
+    return yaml.safe_dump(spec, width=10**9)
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"base_config": "/etc/passwd"}, "base_config"),
+    ({"results_dir": OUTSIDE}, "results_dir"),
+    ({"storage": f"sqlite:///{OUTSIDE}/optuna.db"}, "storage"),
+    ({"overrides": ["training.data_dir=/etc"]}, "training.data_dir"),
+    ({"overrides": [f"training.plot_dir={OUTSIDE}"]}, "training.plot_dir"),
+    ({"parameters": {"training.data_dir": {"values": ["data/spelling", "/etc"]}}}, "parameters.training.data_dir"),
+    ({"wandb": {"dir": OUTSIDE}}, "wandb.dir"),
+    ({"overrides": ["training.run_name=" + "a" * 100_000]}, "over the limit of 4096 bytes"),
+    ({"#": "a" * 300_000}, "spec_yaml: 300"),
+])
+def test_submit_sweep_paths_and_sizes_are_bounded(controller, base_config, tmp_path, changes, field):
+    changes = dict(changes)
+    padding = changes.pop("#", "")
+    text = _spec(base_config, tmp_path, **changes) + (f"# {padding}\n" if padding else "")
+    details = _refused(lambda: controller.SubmitSweep(sweep_pb2.SubmitSweepRequest(spec_yaml=text), timeout=30),
+                       field)
+    assert "root:" not in details
+    assert "is outside the service's" in details or "over the limit of" in details, details
+    assert not controller.ListSweeps(sweep_pb2.ListSweepsRequest(), timeout=10).sweeps
+    assert not Path(OUTSIDE).exists()
+
+
+# ---------------------------------------------------------------- evaluator
+
+
+@pytest.fixture
+def evaluator(tmp_path):
+    from services.evaluator.server import serve
+
+    _, port, stop = serve(port=0, work_dir=str(tmp_path / "evals"))
+    channel = open_channel(f"127.0.0.1:{port}")
+    yield evaluator_pb2_grpc.EvaluatorServiceStub(channel)
+    channel.close()
+    stop()
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"extra_args": [f"--out={OUTSIDE}/result.json"]}, "extra_args[0]: '--out' is not allowed"),
+    ({"extra_args": ["--run-dir", "/etc"]}, "extra_args[0]: '--run-dir' is not allowed"),
+    ({"extra_args": ["--batch-size", "8", "--tasks=spelling;rm"]}, "extra_args[2]: --tasks"),
+    ({"data": "/etc"}, "data: '/etc' is outside"),
+    ({"adapter": "/etc"}, "adapter: '/etc' is outside"),
+    ({"model": "/etc"}, "model: '/etc' is outside"),
+])
+def test_evaluate_paths_and_flags_are_allowlisted(evaluator, tmp_path, change, field):
+    (tmp_path / "data").mkdir()
+    fields = {"model": "smollm2-135m", "data": str(tmp_path / "data"), "split": "validation", **change}
+    _refused(lambda: list(evaluator.Evaluate(evaluator_pb2.EvaluateRequest(**fields), timeout=30)), field)
+    assert not list((tmp_path / "evals").glob("eval-*"))  # no evaluation process was started
+    assert not Path(OUTSIDE).exists()
+
+
+# ---------------------------------------------------------------- a trial that cannot start
+
+
+def test_trial_that_cannot_start_fails_and_its_sweep_fails(tmp_path, base_config):
+    """The kernel refuses the trial's command line (one argument over MAX_ARG_STRLEN, 128 KiB, as a
+    3 MB override did): the trial is FAILED with the reason after its start attempts, the
+    controller's retry fails the same way, and the sweep ends FAILED — not PENDING/RUNNING forever."""
+    from services.sweep.server import serve as serve_controller
+    from services.trainer.server import TrainerServicer
+    from spelltransfer.platform.worker import TrainerWorker
+
+    def unstartable(config_path, overrides, output_dir, resume):
+        return [sys.executable, "-c", "pass", "x" * 200_000]
+
+    settings = SecuritySettings.from_env()
+    worker = TrainerWorker(tmp_path / "worker", train_command=unstartable)
+    server = make_server(settings)
+    trainer_pb2_grpc.add_TrainerServiceServicer_to_server(TrainerServicer(worker), server)
+    address = f"127.0.0.1:{bind(server, settings, '127.0.0.1:0')}"
+    server.start()
+    _, port, stop_controller = serve_controller(str(tmp_path / "controller"), port=0, workers=[address])
+    channel = open_channel(f"127.0.0.1:{port}")
+    try:
+        stub = sweep_pb2_grpc.SweepServiceStub(channel)
+        stub.SubmitSweep(sweep_pb2.SubmitSweepRequest(spec_yaml=_spec(base_config, tmp_path, max_retries=1)),
+                         timeout=30)
+        final = _wait(lambda: (s := stub.GetSweep(sweep_pb2.SweepRef(name="hostile"), timeout=10)).state
+                      != sweep_pb2.SWEEP_RUNNING and s, 30, "the sweep to end")
+        assert final.state == sweep_pb2.SWEEP_FAILED, final
+        assert final.error.startswith("no trial succeeded (1 FAIL)"), final.error
+        assert "Argument list too long" in final.error
+        assert final.trials[0].attempts == 2
+        trials = worker.list_trials()
+        assert [t.state for t in trials] == ["FAILED", "FAILED"]
+        assert all("could not start the trial's process (3 attempts)" in t.error for t in trials)
+    finally:
+        channel.close()
+        stop_controller()
+        server.stop(grace=1).wait()
+        worker.close()
+
+
+# ---------------------------------------------------------------- SIGTERM to serve inference
+
+FAKE_VLLM = '''
+import http.server, json, os, signal, subprocess, sys
+args = sys.argv[1:]
+port = int(args[args.index("--port") + 1])
+engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # vLLM's engine core
+open(os.environ["FAKE_VLLM_ENGINE_PID"], "w").write(str(engine.pid))
+
+class Models(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"data": [{"id": "base"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # leaves the engine behind, as a crash would
+http.server.HTTPServer(("127.0.0.1", port), Models).serve_forever()
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] if Path(f"/proc/{pid}").exists() else "X"
+    return state not in ("Z", "X")
+
+
+def test_sigterm_stops_serve_inference_cleanly(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "fake_vllm.py").write_text(FAKE_VLLM)
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\nexec {sys.executable} {tmp_path / 'fake_vllm.py'} \"$@\"\n")
+    python.chmod(0o755)
+    engine_pid_file = tmp_path / "engine.pid"
+    env = dict(os.environ, SPELLTRANSFER_SERVE_PYTHON=str(python), FAKE_VLLM_ENGINE_PID=str(engine_pid_file))
+    command = [sys.executable, "-m", "spelltransfer.cli", "serve", "inference", "--model", str(tmp_path / "model"),
+               "--port", "0", "--log-file", str(tmp_path / "vllm.log")]
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    engine = 0
+    try:
+        _wait(lambda: engine_pid_file.exists() and engine_pid_file.read_text(), 60, "the fake vLLM to start")
+        engine = int(engine_pid_file.read_text())
+        time.sleep(1.0)  # past the readiness poll: the wrapper now waits on vLLM
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=15)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+        if engine and _alive(engine):
+            os.kill(engine, signal.SIGKILL)
+            raise AssertionError("vLLM's engine process outlived `serve inference`")
+    assert "vLLM ready" in stderr, stderr
+    assert child.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
+
+
+# ---------------------------------------------------------------- the local S3 server
+
+
+def test_s3_filer_port_refuses_anonymous_reads_and_writes(tmp_path):
+    import requests
+    from pydantic import SecretStr
+
+    from spelltransfer.registry import processes, s3
+    from spelltransfer.registry.credentials import S3Credentials
+
+    credentials = S3Credentials(access_key_id="sttest", secret_access_key=SecretStr("Sp3ll-" + os.urandom(8).hex()),
+                                source="test")
+    ports = s3.allocate_weed_ports("127.0.0.1")
+    record = s3.start_weed(tmp_path / "s3", tmp_path / "s3.log", credentials, "127.0.0.1", ports)
+    try:
+        s3.wait_ready(record["endpoint_url"], credentials, 60, record)
+        s3.ensure_bucket(record["endpoint_url"], credentials, "models")
+        client = s3.s3_client(record["endpoint_url"], credentials)
+        client.put_object(Bucket="models", Key="champion/adapter_model.safetensors", Body=b"weights")
+        filer = f"http://127.0.0.1:{ports['filer.port']}/buckets/models"
+        anonymous = [
+            requests.get(f"{filer}/champion/adapter_model.safetensors", timeout=10),
+            requests.get(f"{filer}/champion/", timeout=10),
+            requests.put(f"{filer}/champion/adapter_model.safetensors", data=b"evil", timeout=10),
+            requests.post(f"{filer}/champion/new.bin", files={"file": ("new.bin", b"evil")}, timeout=10),
+        ]
+        assert [r.status_code for r in anonymous] == [401] * 4, [(r.status_code, r.text[:80]) for r in anonymous]
+        assert all(b"weights" not in r.content for r in anonymous)
+        body = client.get_object(Bucket="models", Key="champion/adapter_model.safetensors")["Body"].read()
+        assert body == b"weights"  # the keys still read and write through the S3 port
+        listed = client.list_objects_v2(Bucket="models", Prefix="champion/")
+        assert [item["Key"] for item in listed.get("Contents", [])] == ["champion/adapter_model.safetensors"]
+    finally:
+        processes.stop(record)
+
+
+def test_local_registry_stack_is_loopback_only(tmp_path):
+    """The embedded MLflow server has no login: the stack refuses to bind anything but loopback."""
+    from pydantic import ValidationError
+
+    from spelltransfer.registry.config import RegistryConfig
+
+    for host in ("127.0.0.1", "::1", "localhost"):
+        assert RegistryConfig(home=tmp_path, host=host).host == host
+    for host in ("0.0.0.0", "::", "192.0.2.7"):
+        with pytest.raises(ValidationError, match="loopback only"):
+            RegistryConfig(home=tmp_path, host=host)
