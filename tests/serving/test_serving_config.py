@@ -82,3 +82,20 @@ def test_summary_figures_from_records():
     assert summary.output_tokens_per_s == pytest.approx(9 * 16 / 10.4)
     assert summary.ttft_ms.p50 == pytest.approx(100.0) and summary.itl_ms.p99 == pytest.approx(20.0)
     assert summary.errors == {"HTTP 500: boom": 1}
+
+
+def test_adapter_rank_is_the_real_rank(tmp_path):
+    """vLLM's --max-lora-rank follows the adapter's own r (and per-module ranks); no silent r = 8."""
+    import json
+
+    def adapter(name, config):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(json.dumps(config))
+        return AdapterSpec(name=name, path=folder)
+
+    assert InferenceServerConfig(adapters=(adapter("big", {"r": 64}),)).max_lora_rank == 64
+    assert adapter("mixed", {"r": 16, "rank_pattern": {"q_proj": 100}}).rank == 100
+    assert InferenceServerConfig(adapters=(adapter("odd", {"r": 24}),)).max_lora_rank == 32
+    with pytest.raises(ConfigError, match="no readable LoRA rank 'r'"):
+        adapter("norank", {"lora_alpha": 16}).rank

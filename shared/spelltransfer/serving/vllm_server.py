@@ -67,7 +67,14 @@ class AdapterSpec(BaseModel):
 
     @property
     def rank(self) -> int:
-        return int(json.loads((self.path / "adapter_config.json").read_text()).get("r", 8))
+        """The adapter's real LoRA rank: ``r``, or the largest per-module rank (``rank_pattern``)."""
+        config_file = self.path / "adapter_config.json"
+        try:
+            config = json.loads(config_file.read_text())
+            ranks = [int(config["r"]), *(int(r) for r in (config.get("rank_pattern") or {}).values())]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"adapter '{self.name}': {config_file} has no readable LoRA rank 'r' ({type(error).__name__})") from None
+        return max(ranks)
 
 
 class InferenceServerConfig(BaseModel):
