@@ -10,29 +10,29 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from spelltransfer.errors import ConfigError
+from spelltransfer.errors import ConfigError, format_validation_error
 
 
 class DatasetConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    seed: int = Field(0, description="Seed for word selection and every example.")
+    seed: int = Field(0, strict=True, description="Seed for word selection and every example.")
     model: str = Field("smollm2-135m", description="Model whose tokenizer defines single-token (training) words.")
     train_source: Literal["single", "dictionary", "both"] = Field(
         "both", description="Training words: single-token English words, multi-token dictionary words, or half each.")
-    train_words: int = Field(34000, ge=1, description="Training words (with 'both': half single-token, half dictionary).")
-    coverage: bool = Field(True, description="Choose dictionary training words to cover the most tokenizer pieces.")
+    train_words: int = Field(34000, strict=True, ge=1, description="Training words (with 'both': half single-token, half dictionary).")
+    coverage: bool = Field(True, strict=True, description="Choose dictionary training words to cover the most tokenizer pieces.")
     presentations: tuple[str, ...] = Field(("bare", "single", "double"), min_length=1,
                                            description="How prompts show the word (drawn per example): bare, single, double.")
-    eval_words: int = Field(3000, ge=2, description="Multi-token dictionary words, split into validation and test.")
-    validation_fraction: float = Field(0.4, gt=0, lt=1, description="Share of eval words that go to validation.")
-    train_size: int = Field(40000, ge=1, description="Spelling examples in train.jsonl (training words).")
-    validation_per_task: int = Field(200, ge=1, description="Examples per task in validation.jsonl.")
-    test_per_task: int = Field(300, ge=1, description="Examples per task in test.jsonl.")
-    train_min_len: int = Field(3, ge=1, description="Shortest training word.")
-    train_max_len: int = Field(12, ge=1, description="Longest training word.")
-    eval_min_len: int = Field(4, ge=2, description="Shortest eval word.")
-    eval_max_len: int = Field(12, ge=2, description="Longest eval word.")
+    eval_words: int = Field(3000, strict=True, ge=2, description="Multi-token dictionary words, split into validation and test.")
+    validation_fraction: float = Field(0.4, strict=True, gt=0, lt=1, description="Share of eval words that go to validation.")
+    train_size: int = Field(40000, strict=True, ge=1, description="Spelling examples in train.jsonl (training words).")
+    validation_per_task: int = Field(200, strict=True, ge=1, description="Examples per task in validation.jsonl.")
+    test_per_task: int = Field(300, strict=True, ge=1, description="Examples per task in test.jsonl.")
+    train_min_len: int = Field(3, strict=True, ge=1, description="Shortest training word.")
+    train_max_len: int = Field(12, strict=True, ge=1, description="Longest training word.")
+    eval_min_len: int = Field(4, strict=True, ge=2, description="Shortest eval word.")
+    eval_max_len: int = Field(12, strict=True, ge=2, description="Longest eval word.")
 
     @field_validator("presentations")
     @classmethod
@@ -58,5 +58,4 @@ class DatasetConfig(BaseModel):
         try:
             return cls(**values)
         except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in error.errors())
-            raise ConfigError(f"invalid dataset config: {problems}") from None
+            raise ConfigError(f"invalid dataset config: {format_validation_error(error)}") from None

@@ -15,21 +15,20 @@ from typing import Iterable
 from spelltransfer.atomic import open_atomic
 from spelltransfer.data.example import EXTERNAL, FIELD_NAMES, OPTIONAL_FIELDS, SPLITS, TASK_NAMES, Example
 from spelltransfer.data.presentation import PRESENTATIONS
-from spelltransfer.errors import DataError
+from spelltransfer.errors import DataError, shorten, short_repr, shown_key
+from spelltransfer.limits import read_lines
 
 _TSV_HEADERS = {("input1", "label"), ("prompt", "answer"), ("input", "label")}
 
 
 def _read_lines(path: Path) -> list[str]:
+    """The file's lines, read within ``spelltransfer.limits`` (a line or file over its limit fails
+    fast, naming the limit, instead of being read whole into memory)."""
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if not path.is_file():
         raise DataError(f"{path}: not a file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error})") from error
-    lines = text.splitlines()
+    lines = [line for _, line in read_lines(path)]
     if not any(line.strip() for line in lines):
         raise DataError(f"{path}: file is empty (no examples)")
     return lines
@@ -40,6 +39,8 @@ def _parse_json(path: Path, number: int, line: str) -> dict:
         record = json.loads(line)
     except json.JSONDecodeError as error:
         raise DataError(f"{path}:{number}: invalid JSON ({error.msg} at column {error.colno})") from error
+    except (RecursionError, ValueError) as error:  # nested too deep, or an int too long to read
+        raise DataError(f"{path}:{number}: JSON cannot be read ({type(error).__name__})") from None
     if not isinstance(record, dict):
         raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
     return record
@@ -53,20 +54,20 @@ def _validated(path: Path, number: int, record: dict) -> Example:
         raise DataError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
     extra = sorted(set(record) - set(FIELD_NAMES))
     if extra:
-        raise DataError(f"{path}:{number}: unknown field(s) {', '.join(extra)}")
+        raise DataError(f"{path}:{number}: unknown field(s) {shorten(', '.join(shown_key(name) for name in extra[:5]))}")
     for name in (n for n in FIELD_NAMES if n in record):
         if not isinstance(record[name], str) or not record[name].strip():
-            raise DataError(f"{path}:{number}: field '{name}' must be a non-empty string, got {record[name]!r}")
+            raise DataError(f"{path}:{number}: field '{name}' must be a non-empty string, got {short_repr(record[name])}")
     if record["task"] not in TASK_NAMES:
-        raise DataError(f"{path}:{number}: field 'task' is '{record['task']}'; use one of {', '.join(TASK_NAMES)}")
+        raise DataError(f"{path}:{number}: field 'task' is '{shorten(record['task'])}'; use one of {', '.join(TASK_NAMES)}")
     if record["split"] not in SPLITS:
-        raise DataError(f"{path}:{number}: field 'split' is '{record['split']}'; use one of {', '.join(SPLITS)}")
+        raise DataError(f"{path}:{number}: field 'split' is '{shorten(record['split'])}'; use one of {', '.join(SPLITS)}")
     if not record["template_id"].startswith(record["task"] + "/"):
-        raise DataError(f"{path}:{number}: field 'template_id' '{record['template_id']}' does not belong to task '{record['task']}'")
+        raise DataError(f"{path}:{number}: field 'template_id' '{shorten(record['template_id'])}' does not belong to task '{record['task']}'")
     if record.get("presentation", "bare") not in PRESENTATIONS:
-        raise DataError(f"{path}:{number}: field 'presentation' is '{record['presentation']}'; use one of {', '.join(PRESENTATIONS)}")
+        raise DataError(f"{path}:{number}: field 'presentation' is {short_repr(record['presentation'])}; use one of {', '.join(PRESENTATIONS)}")
     if not get_task(record["task"]).answer_pattern.fullmatch(record["answer"]):
-        raise DataError(f"{path}:{number}: field 'answer' {record['answer']!r} is not a well-formed {record['task']} answer")
+        raise DataError(f"{path}:{number}: field 'answer' {short_repr(record['answer'])} is not a well-formed {record['task']} answer")
     return Example(**{name: record[name] for name in FIELD_NAMES if name in record})
 
 
@@ -126,9 +127,9 @@ def load_external(path: str | os.PathLike, task: str | None = None) -> list[Exam
         for name in ("prompt", "answer", "task"):
             if not isinstance(record.get(name), str) or not record[name].strip():
                 hint = " (or pass the task)" if name == "task" else ""
-                raise DataError(f"{path}:{number}: field '{name}' must be a non-empty string{hint}, got {record.get(name)!r}")
+                raise DataError(f"{path}:{number}: field '{name}' must be a non-empty string{hint}, got {short_repr(record.get(name))}")
         if record["task"] not in TASK_NAMES:
-            raise DataError(f"{path}:{number}: field 'task' is '{record['task']}'; use one of {', '.join(TASK_NAMES)}")
+            raise DataError(f"{path}:{number}: field 'task' is '{shorten(record['task'])}'; use one of {', '.join(TASK_NAMES)}")
         examples.append(Example(task=record["task"], word=str(record.get("word") or ""),
                                 prompt=record["prompt"].strip(), answer=record["answer"].strip(),
                                 template_id=str(record.get("template_id") or EXTERNAL), split=EXTERNAL))

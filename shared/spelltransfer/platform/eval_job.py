@@ -26,9 +26,12 @@ PREDICTION_COLUMNS = ("task", "word", "prompt", "gold", "output", "extracted", "
 
 
 def _run_config(run_dir: Path) -> dict:
-    import yaml
+    from spelltransfer.safe_yaml import load_yaml_file
 
-    return yaml.safe_load((run_dir / "config.yaml").read_text())
+    config = load_yaml_file(run_dir / "config.yaml")
+    if not isinstance(config, dict):
+        raise SpellTransferError(f"{run_dir / 'config.yaml'}: not a resolved training config (a mapping of sections)")
+    return config
 
 
 def _from_run_dir(run_dir: Path) -> dict:

@@ -17,6 +17,7 @@ from rich.table import Table
 from spelltransfer.errors import SpellTransferError
 from spelltransfer.platform.protos import sweep_pb2, sweep_pb2_grpc
 from spelltransfer.platform.security import SecuritySettings, open_channel
+from spelltransfer.safe_yaml import YamlError, load_yaml, read_yaml_text
 
 CONTROLLER_ENV = "SPELLTRANSFER_CONTROLLER"
 DEFAULT_CONTROLLER = "127.0.0.1:50051"
@@ -38,10 +39,10 @@ def _call(fn, *args, **kwargs):
 
 def spec_text_for_submit(path: Path) -> str:
     """The spec file's text with a relative ``base_config`` made absolute (workers may run elsewhere)."""
-    text = path.read_text()
+    text = read_yaml_text(path)  # bounded: a spec over the size limit is refused here
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
+        data = load_yaml(text, str(path))
+    except YamlError:
         return text  # the controller reports the YAML error with file and line
     if isinstance(data, dict) and isinstance(data.get("base_config"), str):
         base = Path(data["base_config"])

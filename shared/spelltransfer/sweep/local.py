@@ -24,6 +24,7 @@ from rich.console import Console
 from spelltransfer.platform import process
 from spelltransfer.platform.roots import ENV_VARS as ROOTS_ENV_VARS
 from spelltransfer.platform.security import TOKEN_ENV, SecuritySettings
+from spelltransfer.safe_yaml import load_yaml
 from spelltransfer.sweep.client import SweepClient, spec_text_for_submit, trials_table
 
 
@@ -143,7 +144,7 @@ def run_local_sweep(spec_path: str | Path, n_workers: int = 2, slots: int = 1, w
         client = platform.client()
         text = spec_text_for_submit(Path(spec_path))
         if overrides:
-            data = yaml.safe_load(text)
+            data = load_yaml(text, str(spec_path))
             data["overrides"] = list(data.get("overrides") or []) + list(overrides)
             text = yaml.safe_dump(data, sort_keys=False)
         sweep = client.submit_text(text, str(spec_path))

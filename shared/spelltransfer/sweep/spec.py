@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
-from spelltransfer.errors import ConfigError
+from spelltransfer.errors import ConfigError, format_validation_error, short_repr
+from spelltransfer.safe_yaml import load_yaml, read_yaml_text
 from spelltransfer.track.config import WANDB_PROJECT
 
 Objective = Literal["spelling", "position", "count", "mean_transfer"]
@@ -40,10 +41,10 @@ class ParameterSpec(BaseModel):
 
     type: Literal["int", "float", "categorical"] | None = Field(
         None, description="int | float | categorical; null = categorical when values are given, else float.")
-    low: float | None = Field(None, description="Lower bound (inclusive).")
-    high: float | None = Field(None, description="Upper bound (inclusive).")
-    log: bool = Field(False, description="Sample on a log scale (ranges only).")
-    step: float | None = Field(None, gt=0, description="Grid step for int/float ranges (needed by strategy: grid for floats).")
+    low: float | None = Field(None, strict=True, description="Lower bound (inclusive).")
+    high: float | None = Field(None, strict=True, description="Upper bound (inclusive).")
+    log: bool = Field(False, strict=True, description="Sample on a log scale (ranges only).")
+    step: float | None = Field(None, strict=True, gt=0, description="Grid step for int/float ranges (needed by strategy: grid for floats).")
     values: list[Any] | None = Field(None, min_length=1, description="Explicit choices (categorical or a grid).")
 
     @model_validator(mode="after")
@@ -105,9 +106,9 @@ class PrunerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["none", "asha", "hyperband"] = Field("none", description="asha = successive halving; hyperband.")
-    min_resource: int = Field(1, ge=1, description="Training steps before a trial can be pruned.")
-    max_resource: int | Literal["auto"] = Field("auto", description="Hyperband: steps of the longest trial.")
-    reduction_factor: int = Field(3, ge=2, description="Keep 1/reduction_factor of trials at each rung.")
+    min_resource: int = Field(1, strict=True, ge=1, description="Training steps before a trial can be pruned.")
+    max_resource: StrictInt | Literal["auto"] = Field("auto", description="Hyperband: steps of the longest trial.")
+    reduction_factor: int = Field(3, strict=True, ge=2, description="Keep 1/reduction_factor of trials at each rung.")
     metric: Literal["eval_loss", "accuracy", "objective"] = Field(
         "eval_loss", description="Intermediate value from each eval event: eval_loss (reported negated, the study "
         "maximises; always present), accuracy (the trainer's validation-sample accuracy; needs "
@@ -117,7 +118,7 @@ class PrunerSpec(BaseModel):
 class MlflowSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = Field(True, description="Log a parent run per sweep and a child run per trial.")
+    enabled: bool = Field(True, strict=True, description="Log a parent run per sweep and a child run per trial.")
     tracking_uri: str | None = Field(None, description="null = $MLFLOW_TRACKING_URI, else the trainer's default.")
     experiment: str | None = Field(None, description="null = sweeps/<name>.")
 
@@ -128,7 +129,7 @@ class WandbSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = Field(False, description="Log the sweep's summary run to W&B at its end.")
+    enabled: bool = Field(False, strict=True, description="Log the sweep's summary run to W&B at its end.")
     project: str = Field(WANDB_PROJECT, min_length=1, description="W&B project (the trials' default too).")
     mode: Literal["offline", "online", "disabled"] | None = Field(
         None, description="null = $WANDB_MODE, else offline (sync later with `wandb sync`).")
@@ -140,7 +141,7 @@ class RegistrySpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = Field(False, description="Register NAME@alias at the end (needs mlflow.enabled and an MLflow server).")
+    enabled: bool = Field(False, strict=True, description="Register NAME@alias at the end (needs mlflow.enabled and an MLflow server).")
     model_name: str = Field("spelling-lora", min_length=1, description="Registered model name.")
     metric: str = Field("objective", min_length=1, description="Trial-row metric that picks the best trial.")
     mode: Literal["max", "min"] = Field("max", description="Best = highest (max) or lowest (min) metric.")
@@ -159,15 +160,15 @@ class SweepSpec(BaseModel):
     overrides: list[str] = Field(default_factory=list, description="key=value applied to every trial.")
     parameters: dict[str, ParameterSpec] = Field(..., min_length=1, description="Training-config key -> search space.")
     strategy: Literal["grid", "random", "tpe"] = Field("tpe", description="Optuna sampler.")
-    seed: int = Field(0, ge=0, description="Sampler seed.")
+    seed: int = Field(0, strict=True, ge=0, description="Sampler seed.")
     objective: Objective = Field("mean_transfer", description="Validation accuracy to maximise; mean_transfer = mean of position and count.")
-    max_trials: int = Field(10, ge=1, le=10000, description="Trials to run (grid: at most the grid size).")
+    max_trials: int = Field(10, strict=True, ge=1, le=10000, description="Trials to run (grid: at most the grid size).")
     evaluate: Literal["auto", "always", "never"] = Field(
         "auto", description="Evaluate each trained adapter on the validation split (spelltransfer eval) for the "
         "three accuracies; auto = only when the trainer's metrics.json lacks them.")
-    max_retries: int = Field(1, ge=0, le=10, description="Times a failed trial is run again before it counts as FAIL.")
-    parallelism: int | None = Field(None, ge=1, description="Trials running at once; null = every free worker slot.")
-    worker_lost_s: float = Field(300.0, gt=0, description="A trial whose worker is unreachable this long is retried elsewhere.")
+    max_retries: int = Field(1, strict=True, ge=0, le=10, description="Times a failed trial is run again before it counts as FAIL.")
+    parallelism: int | None = Field(None, strict=True, ge=1, description="Trials running at once; null = every free worker slot.")
+    worker_lost_s: float = Field(300.0, strict=True, gt=0, description="A trial whose worker is unreachable this long is retried elsewhere.")
     pruner: PrunerSpec = Field(default_factory=PrunerSpec, description="Early stopping of poor trials.")
     storage: str | None = Field(None, description="Optuna RDB URL (sqlite:///..., postgresql://...); null = SQLite in the controller's state dir.")
     results_dir: str = Field("results", min_length=1, description="trials.csv goes to RESULTS_DIR/metrics/<name>/.")
@@ -186,7 +187,7 @@ class SweepSpec(BaseModel):
         if self.registry.enabled and not self.mlflow.enabled:
             raise ValueError("registry.enabled: needs mlflow.enabled (the champion is picked from the MLflow trial runs)")
         if self.storage and not self.storage.startswith(("sqlite:///", "postgresql", "mysql")):
-            raise ValueError(f"storage: expected sqlite:///PATH or postgresql://... (got {self.storage!r})")
+            raise ValueError(f"storage: expected sqlite:///PATH or postgresql://... (got {short_repr(self.storage)})")
         return self
 
     def grid(self) -> dict[str, list[Any]]:
@@ -202,36 +203,23 @@ class SweepSpec(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _location(loc: tuple) -> str:
-    return ".".join(str(part) for part in loc if not str(part).startswith(("function-", "literal[")))
-
-
 def parse_spec(text: str, source: str = "sweep spec") -> SweepSpec:
-    """YAML text -> SweepSpec; ConfigError names the file and field."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise ConfigError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
+    """YAML text -> SweepSpec; ConfigError names the file and field (values cut short, keys that are
+    not plain names described, not shown)."""
+    data = load_yaml(text, source)  # bounded; refuses alias bombs, duplicate keys, odd tags
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: must be a mapping (name, parameters, ...)")
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            where = _location(item["loc"]) or "spec"
-            message = item["msg"].removeprefix("Value error, ")
-            problems.append(message if message.startswith(f"{where}:") else f"{where}: {message}")
-        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+        raise ConfigError(f"{source}: {format_validation_error(error, root='spec')}") from None
 
 
 def load_spec(path: str | Path) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep spec {path} does not exist")
-    return parse_spec(path.read_text(), source=str(path))
+    return parse_spec(read_yaml_text(path), source=str(path))
 
 
 def check_training_config(spec: SweepSpec, params: dict[str, Any] | None = None) -> None:

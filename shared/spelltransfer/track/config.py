@@ -13,18 +13,18 @@ WANDB_PROJECT = "llm-spelling-finetuning"
 class MlflowConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(True, description="Log to MLflow.")
+    enabled: bool = Field(True, strict=True, description="Log to MLflow.")
     tracking_uri: str | None = Field(
         None, description=f"Tracking URI; null = $MLFLOW_TRACKING_URI, else {DEFAULT_MLFLOW_URI} (relative to the working directory)."
     )
     experiment: str | None = Field(None, description="MLflow experiment; null = training.experiment.")
-    log_adapter: bool = Field(True, description="Upload the final adapter folder as a run artifact.")
+    log_adapter: bool = Field(True, strict=True, description="Upload the final adapter folder as a run artifact.")
 
 
 class WandbConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(True, description="Log to Weights & Biases.")
+    enabled: bool = Field(True, strict=True, description="Log to Weights & Biases.")
     project: str = Field(WANDB_PROJECT, min_length=1, description="W&B project.")
     mode: Literal["offline", "online", "disabled"] | None = Field(
         None, description="null = $WANDB_MODE, else offline (works with no network)."

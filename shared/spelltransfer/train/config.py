@@ -18,7 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from spelltransfer.errors import ConfigError
+from spelltransfer.errors import ConfigError, format_validation_error, shorten, short_repr, shown_key
+from spelltransfer.safe_yaml import YamlSyntaxError, load_yaml, load_yaml_file
 from spelltransfer.track.config import TrackingConfig
 from spelltransfer.train.data_config import TransferConfig
 from spelltransfer.train.early_stopping import EarlyStoppingConfig
@@ -36,21 +37,21 @@ class TrainingConfig(BaseModel):
 
     experiment: str = Field("spelling-lora", min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description="Experiment name (folder and tracker experiment).")
     run_name: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]+$", description="Run name; null = a UTC timestamp.")
-    seed: int = Field(1234, ge=0, description="Seed for data order, LoRA init and dropout.")
+    seed: int = Field(1234, strict=True, ge=0, description="Seed for data order, LoRA init and dropout.")
     backend: Literal["auto", "hf", "unsloth"] = Field("auto", description="auto = unsloth when CUDA and the package are present, else hf.")
     data_dir: str = Field("data/spelling", min_length=1, description="Dataset folder with train.jsonl and validation.jsonl.")
-    train_limit: int | None = Field(None, ge=1, description="Use at most this many training examples; null = all.")
-    max_steps: int = Field(200, ge=1, description="Optimizer steps to train.")
-    batch_size: int = Field(16, ge=1, description="Examples per optimizer step (per micro-batch times grad_accum).")
-    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step; batch_size must divide by it.")
+    train_limit: int | None = Field(None, strict=True, ge=1, description="Use at most this many training examples; null = all.")
+    max_steps: int = Field(200, strict=True, ge=1, description="Optimizer steps to train.")
+    batch_size: int = Field(16, strict=True, ge=1, description="Examples per optimizer step (per micro-batch times grad_accum).")
+    grad_accum: int = Field(1, strict=True, ge=1, description="Micro-batches per optimizer step; batch_size must divide by it.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="Compute: bf16 autocast or fp32; auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32.")
-    num_threads: int | None = Field(None, ge=1, description="torch CPU threads; null = torch's default.")
-    logging_steps: int = Field(1, ge=1, description="Write a step event every N steps.")
-    eval_steps: int = Field(25, ge=1, description="Evaluate on the validation sample every N steps.")
-    eval_samples: int = Field(64, ge=1, description="Validation examples used for eval loss / accuracy.")
-    eval_batch_size: int = Field(32, ge=1, description="Batch size for validation loss and generation.")
-    save_steps: int = Field(50, ge=1, description="Write a checkpoint every N steps.")
-    keep_last: int = Field(2, ge=1, description="Checkpoints kept besides the best one.")
+    num_threads: int | None = Field(None, strict=True, ge=1, description="torch CPU threads; null = torch's default.")
+    logging_steps: int = Field(1, strict=True, ge=1, description="Write a step event every N steps.")
+    eval_steps: int = Field(25, strict=True, ge=1, description="Evaluate on the validation sample every N steps.")
+    eval_samples: int = Field(64, strict=True, ge=1, description="Validation examples used for eval loss / accuracy.")
+    eval_batch_size: int = Field(32, strict=True, ge=1, description="Batch size for validation loss and generation.")
+    save_steps: int = Field(50, strict=True, ge=1, description="Write a checkpoint every N steps.")
+    keep_last: int = Field(2, strict=True, ge=1, description="Checkpoints kept besides the best one.")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig, description="Early stopping on a validation metric.")
     plot_dir: str = Field("results/training_logs", min_length=1, description="Where the metric-by-step plot goes.")
     output_root: str = Field("checkpoints", min_length=1, description="Runs go to OUTPUT_ROOT/<experiment>/<run_name> unless --output-dir is given.")
@@ -95,12 +96,7 @@ class RunConfig(BaseModel):
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}") from error
+    data = load_yaml_file(path)  # bounded; refuses alias bombs, duplicate keys, odd tags
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -112,9 +108,10 @@ def _merge_files(path: Path) -> dict:
     """Raw merged sections from a top-level training config or a resolved one."""
     data = _read_yaml(path)
     if "training" in data:  # a resolved config: sections inline
-        unknown = sorted(set(data) - set(SECTIONS))
+        unknown = sorted(str(key) for key in set(data) - set(SECTIONS))
         if unknown:
-            raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)} (known: {', '.join(SECTIONS)})")
+            shown = ", ".join(shown_key(key) for key in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            raise ConfigError(f"{path}: unknown section(s) {shown} (known: {', '.join(SECTIONS)})")
         return copy.deepcopy(data)
     files = data.pop("configs", None) or {}
     if not isinstance(files, dict):
@@ -122,18 +119,18 @@ def _merge_files(path: Path) -> dict:
     merged: dict[str, Any] = {"training": data}
     for section, relative in files.items():
         if section not in SECTIONS or section == "training":
-            raise ConfigError(f"{path}: configs.{section}: unknown section (known: model, optimizer, scheduler, transfer)")
+            raise ConfigError(f"{path}: configs.{shown_key(section)}: unknown section (known: model, optimizer, scheduler, transfer)")
         merged[section] = _read_yaml((path.parent / str(relative)).resolve())
     return merged
 
 
 def _apply_override(merged: dict, assignment: str) -> None:
     if "=" not in assignment:
-        raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. training.max_steps=100")
+        raise ConfigError(f"--set {short_repr(assignment)}: expected key=value, e.g. training.max_steps=100")
     key, raw = assignment.split("=", 1)
     parts = key.strip().split(".")
     if parts[0] not in SECTIONS or len(parts) < 2 or not all(parts):
-        raise ConfigError(f"--set {key}: keys start with a section ({', '.join(SECTIONS)}), e.g. training.max_steps")
+        raise ConfigError(f"--set {shorten(key)}: keys start with a section ({', '.join(SECTIONS)}), e.g. training.max_steps")
     # Walk the schema so an unknown key is named even when the YAML left the section out.
     schema: Any = RunConfig
     for depth, part in enumerate(parts):
@@ -141,45 +138,19 @@ def _apply_override(merged: dict, assignment: str) -> None:
         if fields is None or part not in fields:
             prefix = ".".join(parts[:depth]) or "config"
             known = ", ".join(sorted(fields)) if fields else "none (not a section)"
-            raise ConfigError(f"--set {key}: unknown key '{part}' in {prefix} (known: {known})")
+            raise ConfigError(f"--set {shorten(key)}: unknown key '{shorten(part)}' in {prefix} (known: {known})")
         annotation = fields[part].annotation
         schema = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        value = raw
+        value = load_yaml(raw, source=f"--set {shorten(key)}")
+    except YamlSyntaxError:
+        value = raw  # not YAML: the text itself (a string field validates it)
     node = merged
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: {part} is not a section")
+            raise ConfigError(f"--set {shorten(key)}: {shown_key(part)} is not a section")
     node[parts[-1]] = value
-
-
-def _describe(error: dict) -> str:
-    kind, ctx = error["type"], error.get("ctx") or {}
-    bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
-              "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
-    if kind in bounds:
-        symbol, name = bounds[kind]
-        message = f"must be {symbol} {ctx.get(name)}"
-    elif kind == "extra_forbidden":
-        return "unknown key"
-    elif kind == "literal_error":
-        message = f"must be one of {ctx.get('expected')}"
-    elif kind == "missing":
-        return "required"
-    else:
-        message = error["msg"].removeprefix("Value error, ")
-        message = message[0].lower() + message[1:] if message else message
-    value = error.get("input")
-    return message if isinstance(value, dict) else f"{message} (got {value!r})"
-
-
-def _is_branch_tag(part: object) -> bool:
-    """Pydantic adds the union member (``bool``, ``literal['auto']``, ``function-after[...]``) to paths."""
-    text = str(part)
-    return isinstance(part, int) or "[" in text or text in {"bool", "int", "float", "str", "list", "dict"}
 
 
 def validate_config(merged: dict, source: str = "config") -> RunConfig:
@@ -187,12 +158,7 @@ def validate_config(merged: dict, source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(merged)
     except ValidationError as error:
-        by_location: dict[str, list[str]] = {}
-        for item in error.errors():
-            location = ".".join(str(p) for p in item["loc"] if not _is_branch_tag(p)) or "config"
-            by_location.setdefault(location, []).append(_describe(item))
-        lines = [f"{location}: {' or '.join(dict.fromkeys(messages))}" for location, messages in by_location.items()]
-        raise ConfigError(f"{source}: " + "; ".join(lines)) from None
+        raise ConfigError(f"{source}: {format_validation_error(error)}") from None
 
 
 def load_training_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

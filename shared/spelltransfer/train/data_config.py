@@ -17,15 +17,15 @@ class TransferConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     eval_tasks: list[Task] = Field(["spelling", "position", "count"], min_length=1, description="Tasks evaluated on validation/test.")
-    eval_items_per_task: int = Field(100, ge=1, description="Items per task for the evaluation of a trained model.")
-    mix_position_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of training examples that are position questions.")
-    mix_count_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of training examples that are count questions.")
+    eval_items_per_task: int = Field(100, strict=True, ge=1, description="Items per task for the evaluation of a trained model.")
+    mix_position_fraction: float = Field(0.0, strict=True, ge=0.0, lt=1.0, description="Share of training examples that are position questions.")
+    mix_count_fraction: float = Field(0.0, strict=True, ge=0.0, lt=1.0, description="Share of training examples that are count questions.")
     mode: Literal["direct", "spell_first", "format_aux", "spell_marked"] = Field(
         "direct", description="Transfer mode (data/modes.py): how position/count are asked and graded, and whether "
                               "training mixes list-format questions.")
-    aux_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of training examples that are list questions "
+    aux_fraction: float = Field(0.0, strict=True, ge=0.0, lt=1.0, description="Share of training examples that are list questions "
                                 "(half position, half count over whole words); format_aux needs > 0, the spell-first modes may use it.")
-    bridge_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of training examples that are spell-first "
+    bridge_fraction: float = Field(0.0, strict=True, ge=0.0, lt=1.0, description="Share of training examples that are spell-first "
                                    "bridge questions (tasks/spell_echo.py: spell the word, then Answer: the word); "
                                    "spell_first and spell_marked only.")
 

@@ -16,12 +16,12 @@ class EarlyStoppingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(True, description="Stop early when the metric stops improving.")
+    enabled: bool = Field(True, strict=True, description="Stop early when the metric stops improving.")
     metric: Literal["eval_loss", "accuracy"] = Field(
         "eval_loss", description="eval_loss (teacher-forced loss on validation answers) or accuracy (greedy generation on a validation sample)."
     )
-    patience: int = Field(3, ge=1, description="Evaluations without improvement before stopping.")
-    min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as an improvement.")
+    patience: int = Field(3, strict=True, ge=1, description="Evaluations without improvement before stopping.")
+    min_delta: float = Field(0.0, strict=True, ge=0.0, description="Smallest change that counts as an improvement.")
 
 
 class EarlyStopping:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from spelltransfer.errors import ConfigError
 
@@ -28,9 +28,9 @@ class LoraSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
-    alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input (0 keeps Unsloth's fast path).")
+    r: int = Field(16, strict=True, ge=1, le=1024, description="LoRA rank.")
+    alpha: int = Field(32, strict=True, ge=1, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(0.0, strict=True, ge=0.0, lt=1.0, description="Dropout on the LoRA input (0 keeps Unsloth's fast path).")
     target_modules: Literal["auto"] | list[str] = Field(
         "auto", description="Module names to adapt, or auto = all linear layers for the architecture."
     )
@@ -45,9 +45,9 @@ class ModelConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weight dtype: auto = bf16 on CUDA, fp32 on CPU."
     )
-    max_seq_length: int = Field(128, ge=16, le=32768, description="Longest prompt+answer in tokens; longer examples are truncated from the prompt's left.")
-    load_in_4bit: bool = Field(False, description="Load the base weights in 4 bit (unsloth backend on CUDA only).")
-    gradient_checkpointing: bool | Literal["unsloth"] = Field(
+    max_seq_length: int = Field(128, strict=True, ge=16, le=32768, description="Longest prompt+answer in tokens; longer examples are truncated from the prompt's left.")
+    load_in_4bit: bool = Field(False, strict=True, description="Load the base weights in 4 bit (unsloth backend on CUDA only).")
+    gradient_checkpointing: StrictBool | Literal["unsloth"] = Field(
         False, description="Recompute activations to save memory; 'unsloth' = Unsloth's offloaded variant."
     )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")

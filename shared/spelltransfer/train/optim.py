@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, model_validator
 
 
 class OptimizerConfig(BaseModel):
@@ -18,11 +18,11 @@ class OptimizerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Literal["adamw"] = Field("adamw", description="Optimizer; AdamW (torch) is the one supported.")
-    lr: float = Field(2e-4, gt=0.0, le=1.0, description="Peak learning rate.")
-    weight_decay: float = Field(0.0, ge=0.0, description="Decoupled weight decay.")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam beta1, beta2, each in [0, 1).")
-    eps: float = Field(1e-8, gt=0.0, description="Adam epsilon.")
-    max_grad_norm: float | None = Field(1.0, gt=0.0, description="Clip the gradient norm to this; null = no clipping.")
+    lr: float = Field(2e-4, strict=True, gt=0.0, le=1.0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, strict=True, ge=0.0, description="Decoupled weight decay.")
+    betas: tuple[StrictFloat, StrictFloat] = Field((0.9, 0.999), description="Adam beta1, beta2, each in [0, 1).")
+    eps: float = Field(1e-8, strict=True, gt=0.0, description="Adam epsilon.")
+    max_grad_norm: float | None = Field(1.0, strict=True, gt=0.0, description="Clip the gradient norm to this; null = no clipping.")
 
     @model_validator(mode="after")
     def _check_betas(self) -> "OptimizerConfig":
@@ -38,8 +38,8 @@ class SchedulerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warmup: linear to 0, cosine to 0, or constant.")
-    warmup_steps: int | None = Field(None, ge=0, description="Linear warmup steps; null = use warmup_ratio.")
-    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Warmup as a fraction of max_steps when warmup_steps is null.")
+    warmup_steps: int | None = Field(None, strict=True, ge=0, description="Linear warmup steps; null = use warmup_ratio.")
+    warmup_ratio: float = Field(0.05, strict=True, ge=0.0, lt=1.0, description="Warmup as a fraction of max_steps when warmup_steps is null.")
 
     def resolved_warmup(self, max_steps: int) -> int:
         if self.warmup_steps is not None:

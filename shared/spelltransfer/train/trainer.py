@@ -23,13 +23,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
 from spelltransfer.atomic import staged_dir, write_text_atomic
-from spelltransfer.errors import ConfigError, DataError
+from spelltransfer.errors import ConfigError, DataError, short_repr
 from spelltransfer.train.checkpoints import (
     latest_valid_checkpoint, list_checkpoints, load_adapter_weights, load_checkpoint, prune_checkpoints, save_checkpoint,
 )
+from spelltransfer.safe_yaml import load_yaml_file
 from spelltransfer.train.config import RunConfig, validate_config
 from spelltransfer.train.dataset import BatchOrder, mix_tasks, read_split, tokenize_example
 from spelltransfer.train.early_stopping import EarlyStopping
@@ -76,7 +75,7 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
         if isinstance(left, dict) and isinstance(right, dict):
             out.extend(_differences(left, right, name))
         elif left != right:
-            out.append(f"{name} ({left!r} -> {right!r})")
+            out.append(f"{name} ({short_repr(left)} -> {short_repr(right)})")
     return out
 
 
@@ -86,7 +85,7 @@ def _prepare_output_dir(config: RunConfig, output_dir: Path, resume: bool) -> No
     if has_checkpoints and not resume:
         raise ConfigError(f"{output_dir} already holds checkpoints; pass --resume to continue it or choose another --output-dir")
     if resume and saved.is_file():
-        previous = validate_config(yaml.safe_load(saved.read_text()), source=str(saved))
+        previous = validate_config(load_yaml_file(saved) or {}, source=str(saved))
         changed = _differences(previous.model_dump(mode="json"), config.model_dump(mode="json"))
         if changed:
             raise ConfigError(f"--resume with a config that differs from {saved}: {', '.join(changed)}")

@@ -72,7 +72,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from spelltransfer.errors import ConfigError, SpellTransferError
+from spelltransfer.errors import ConfigError, SpellTransferError, format_validation_error
 from spelltransfer.train.config import RunConfig, load_training_config
 from spelltransfer.train.events import EventLog
 
@@ -128,8 +128,7 @@ def read_manifest(pack_dir: str | Path) -> PackManifest:
     try:
         manifest = PackManifest.model_validate_json(path.read_text())
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'pack'}: {e['msg']}" for e in error.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+        raise ConfigError(f"{path}: {format_validation_error(error, root='pack')}") from None
     ids = [m.trial_id for m in manifest.members]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: members: trial ids must be unique (got {ids})")
