@@ -6,35 +6,13 @@ so a whole trial (process start, model load, steps, checkpoints) takes seconds, 
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 import pytest
 
-from spelltransfer.platform.security import CA_ENV, CERT_ENV, KEY_ENV, TOKEN_ENV
+from service_env import api_token, service_roots  # noqa: F401  (autouse fixtures)
 
 SMALL_DATA = dict(train_words=60, eval_words=60, train_size=60, validation_per_task=6, test_per_task=6)
-
-
-@pytest.fixture(autouse=True)
-def api_token(monkeypatch) -> str:
-    """Every service and client in a test shares a fresh random token; no TLS unless a test sets it."""
-    token = secrets.token_urlsafe(16)
-    monkeypatch.setenv(TOKEN_ENV, token)
-    for name in (CERT_ENV, KEY_ENV, CA_ENV):
-        monkeypatch.delenv(name, raising=False)
-    return token
-
-
-@pytest.fixture(autouse=True)
-def service_roots(monkeypatch, tmp_path_factory, repo_root) -> None:
-    """Services accept paths under the repository's default roots and the tests' temp folders."""
-    from spelltransfer.platform.roots import DEFAULTS, ENV_VARS
-
-    temp = str(tmp_path_factory.getbasetemp())
-    for kind, variable in ENV_VARS.items():
-        monkeypatch.setenv(variable, os.pathsep.join([*(str(Path(repo_root) / d) for d in DEFAULTS[kind]), temp]))
 
 
 @pytest.fixture(scope="session")
