@@ -58,23 +58,23 @@ def _run_limited(code: str) -> subprocess.CompletedProcess:
         pytest.fail(f"still running after {CHILD_TIMEOUT_S} s: the YAML alias bomb was not refused")
 
 
+def _refusal_in_child(imports: str, call: str, error: str) -> str:
+    """Run ``call`` in a limited child (``_run_limited``); its stdout: ``REFUSED <message>`` or ``ACCEPTED``."""
+    body = textwrap.indent(textwrap.dedent(call).strip(), "    ")
+    done = _run_limited(f"from spelltransfer.errors import {error}\n{imports}\ntry:\n{body}\n"
+                        f"except {error} as error:\n    print('REFUSED', str(error)[:2000])\nelse:\n    print('ACCEPTED')\n")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
 def test_alias_bomb_in_a_training_config_is_refused_fast(tmp_path):
     path = tmp_path / "bomb.yaml"
     path.write_text("\n".join(_bomb() + ["max_steps: *i"]) + "\n")
     assert len(path.read_bytes()) < 700
-    done = _run_limited(f"""
-        from spelltransfer.errors import ConfigError
-        from spelltransfer.train.config import load_training_config
-        try:
-            load_training_config({str(path)!r})
-        except ConfigError as error:
-            print("REFUSED", str(error)[:2000])
-        else:
-            print("ACCEPTED")
-    """)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.startswith("REFUSED"), done.stdout[:500]
-    assert "bomb.yaml" in done.stdout and "limit" in done.stdout and len(done.stdout) < 1000
+    out = _refusal_in_child("from spelltransfer.train.config import load_training_config",
+                            f"load_training_config({str(path)!r})", "ConfigError")
+    assert out.startswith("REFUSED"), out[:500]
+    assert "bomb.yaml" in out and "limit" in out and len(out) < 1000
 
 
 def test_alias_bomb_in_a_sweep_spec_is_refused_fast():
@@ -82,20 +82,11 @@ def test_alias_bomb_in_a_sweep_spec_is_refused_fast():
     spec = "\n".join(["name: bomb", "parameters:", *_bomb("  x.l{level}: {{values: {node}}}"),
                       "  optimizer.lr: {values: *i}"]) + "\n"
     assert len(spec) < 700
-    done = _run_limited(f"""
-        from spelltransfer.errors import ConfigError
-        from spelltransfer.sweep.spec import parse_spec
-        try:
-            spec = parse_spec({spec!r}, "bomb-spec.yaml")
-            spec.model_dump()  # what the controller does with an accepted spec (it grew to 4.9 GB)
-        except ConfigError as error:
-            print("REFUSED", str(error)[:2000])
-        else:
-            print("ACCEPTED")
-    """)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.startswith("REFUSED"), done.stdout[:500]
-    assert "bomb-spec.yaml" in done.stdout and "limit" in done.stdout
+    # model_dump() is what the controller does with an accepted spec (it grew to 4.9 GB)
+    out = _refusal_in_child("from spelltransfer.sweep.spec import parse_spec",
+                            f"parse_spec({spec!r}, 'bomb-spec.yaml').model_dump()", "ConfigError")
+    assert out.startswith("REFUSED"), out[:500]
+    assert "bomb-spec.yaml" in out and "limit" in out
 
 
 @pytest.mark.parametrize("text, key", [
@@ -206,15 +197,5 @@ def test_a_huge_eval_file_is_refused_before_reading(tmp_path):
     with open(path, "wb") as handle:
         handle.write((json.dumps(GOOD) + "\n").encode())
         handle.truncate(600 << 20)   # sparse: 600 MiB on paper, nothing on disk
-    done = _run_limited(f"""
-        from spelltransfer.errors import DataError
-        from spelltransfer.data.io import load_external
-        try:
-            load_external({str(path)!r})
-        except DataError as error:
-            print("REFUSED", str(error)[:2000])
-        else:
-            print("ACCEPTED")
-    """)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.startswith("REFUSED") and "limit" in done.stdout and "MiB" in done.stdout, done.stdout[:500]
+    out = _refusal_in_child("from spelltransfer.data.io import load_external", f"load_external({str(path)!r})", "DataError")
+    assert out.startswith("REFUSED") and "limit" in out and "MiB" in out, out[:500]
