@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.spelltransfer-installed
 TORCH_CPU := torch==2.13.0
 
-.PHONY: setup serve-env demo test test-fast proto clean
+.PHONY: setup serve-env browser demo test test-fast proto clean
 
 setup: $(STAMP)
 
@@ -44,10 +44,17 @@ $(SERVE_STAMP):
 	$(SERVE_PY) -c "import vllm, locust; print('serve env ok: vllm', vllm.__version__)"
 	touch $@
 
+# The serving report tests open the HTML report in headless Chromium (a Debian package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "make test needs Chromium: run  sudo apt-get install -y chromium  then make test again" >&2; exit 1; fi; }
+
 demo: setup
 	$(PY) -m spelltransfer.cli demo
 
-test: setup serve-env
+test: setup serve-env browser
 	$(PY) -m pytest -q
 
 test-fast: setup
