@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from spelltransfer.platform.security import CA_ENV, CERT_ENV, KEY_ENV, TOKEN_ENV
+from spelltransfer.platform.security import CA_ENV, CERT_ENV, KEY_ENV, TOKEN_ENV, open_channel
 
 
 @pytest.fixture(autouse=True)
@@ -33,3 +33,17 @@ def service_roots(monkeypatch, tmp_path_factory, repo_root) -> str:
     for kind, variable in ENV_VARS.items():
         monkeypatch.setenv(variable, os.pathsep.join([*(str(Path(repo_root) / d) for d in DEFAULTS[kind]), temp]))
     return temp
+
+
+@pytest.fixture
+def evaluator(tmp_path):
+    """A real evaluator service on 127.0.0.1 and a stub for it."""
+    from services.evaluator.server import serve
+
+    from spelltransfer.platform.protos import evaluator_pb2_grpc
+
+    _, port, stop = serve(port=0, work_dir=str(tmp_path / "evals"))
+    channel = open_channel(f"127.0.0.1:{port}")
+    yield evaluator_pb2_grpc.EvaluatorServiceStub(channel)
+    channel.close()
+    stop()

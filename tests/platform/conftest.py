@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service_env import api_token, service_roots  # noqa: F401  (autouse fixtures)
+from service_env import api_token, evaluator, service_roots  # noqa: F401  (fixtures)
 
 SMALL_DATA = dict(train_words=60, eval_words=60, train_size=60, validation_per_task=6, test_per_task=6)
 

@@ -7,19 +7,7 @@ import json
 import grpc
 import pytest
 
-from spelltransfer.platform.protos import evaluator_pb2, evaluator_pb2_grpc
-from spelltransfer.platform.security import open_channel
-
-
-@pytest.fixture
-def evaluator(tmp_path):
-    from services.evaluator.server import serve
-
-    server, port, stop = serve(port=0, work_dir=str(tmp_path / "evals"))
-    channel = open_channel(f"127.0.0.1:{port}")
-    yield evaluator_pb2_grpc.EvaluatorServiceStub(channel)
-    channel.close()
-    stop()
+from spelltransfer.platform.protos import evaluator_pb2
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service_env import api_token, service_roots  # noqa: F401  (autouse fixtures)
+from service_env import api_token, evaluator, service_roots  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

@@ -160,17 +160,6 @@ def test_submit_sweep_paths_and_sizes_are_bounded(controller, base_config, tmp_p
 # ---------------------------------------------------------------- evaluator
 
 
-@pytest.fixture
-def evaluator(tmp_path):
-    from services.evaluator.server import serve
-
-    _, port, stop = serve(port=0, work_dir=str(tmp_path / "evals"))
-    channel = open_channel(f"127.0.0.1:{port}")
-    yield evaluator_pb2_grpc.EvaluatorServiceStub(channel)
-    channel.close()
-    stop()
-
-
 @pytest.mark.parametrize("change, field", [
     ({"extra_args": [f"--out={OUTSIDE}/result.json"]}, "extra_args[0]: '--out' is not allowed"),
     ({"extra_args": ["--run-dir", "/etc"]}, "extra_args[0]: '--run-dir' is not allowed"),
