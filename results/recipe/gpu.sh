@@ -14,7 +14,7 @@ M=/tmp/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 RUNS=/tmp/runs
 # name -> overrides. Round 1 (runs/spell, spellfirst_aux, format_aux): spelling-only training serves
 # the direct and spell_first modes. Round 2 adds the bridge (tasks/spell_echo.py) and spell_marked.
-# ROUND=1 bash gpu.sh ... redoes round 1.
+# ROUND=1 / ROUND=2 bash gpu.sh ... redoes round 1 / 2 (round 2's spell_marked used the one-pass layout of then).
 R1="--set training.max_steps=1500 --set training.batch_size=64 --set transfer.bridge_fraction=0.0"
 if [ "${ROUND:-2}" = 1 ]; then
 declare -A TRIALS=(
@@ -23,7 +23,7 @@ declare -A TRIALS=(
   [format_aux]="$R1 --set transfer.mode=format_aux --set transfer.aux_fraction=0.2"
 )
 EVALS="untrained:direct untrained:spell_first spell:direct spell:spell_first spellfirst_aux:spell_first format_aux:direct"
-else
+elif [ "${ROUND:-3}" = 2 ]; then
 # Round 2 trains longer on twice the batch: round 1's adapters spelled 87-88 % of the first 100 test words.
 # The session's GPU time ran out at step ~850 of marked/marked_hi: their step-750 checkpoints were
 # evaluated (evals/marked*_step-750_*); sf_bridge (= configs/training/recipe.yaml) ran to 2000.
@@ -34,6 +34,18 @@ declare -A TRIALS=(
   [marked_hi]="$R2 --set transfer.mode=spell_marked --set transfer.aux_fraction=0.35 --set transfer.bridge_fraction=0.1"
 )
 EVALS="untrained:direct untrained:spell_first untrained:spell_marked sf_bridge:spell_first sf_bridge:direct marked:spell_marked marked_hi:spell_marked"
+else
+# Round 3 (the default): round 2's adapters answered no position question (sf_bridge echoed the word
+# after its spelling; marked wrote whole words as units). spell_marked now writes two passes (the
+# plain spelling, then the same units marked: data/modes.py), and a share of the list questions
+# list single digits/symbols (transfer.aux_symbol_fraction), one-character units that reveal no letter.
+R3="--set training.max_steps=2000 --set training.batch_size=128 --set model.max_seq_length=256 --set transfer.aux_fraction=0.3 --set transfer.aux_symbol_fraction=0.3"
+declare -A TRIALS=(
+  [mk2]="$R3 --set transfer.mode=spell_marked --set transfer.bridge_fraction=0.05"
+  [mk2_b]="$R3 --set transfer.mode=spell_marked --set transfer.bridge_fraction=0.15"
+  [sf_sym]="$R3 --set transfer.mode=spell_first --set transfer.bridge_fraction=0.05"
+)
+EVALS="untrained:spell_marked mk2:spell_marked mk2_b:spell_marked sf_sym:spell_first"
 fi
 phase=${1:?phase}
 case $phase in

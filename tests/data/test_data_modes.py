@@ -18,22 +18,29 @@ def test_marks_layout():
     assert position_marks(3) == ["1", "2", "3"]
     assert count_marks(list("strawberry"), "r") == [None, None, "1", None, None, None, None, "2", "3", None]
     assert spell_first_target(list("strawberry"), "3", count_marks(list("strawberry"), "r")) == \
-        "s-t-r(1)-a-w-b-e-r(2)-r(3)-y. Answer: 3"
-    assert spell_first_target(["apple", "dog"], "dog", position_marks(2)) == "apple(1)-dog(2). Answer: dog"
+        "s-t-r-a-w-b-e-r-r-y. s-t-r(1)-a-w-b-e-r(2)-r(3)-y. Answer: 3"
+    assert spell_first_target(["apple", "dog"], "dog", position_marks(2)) == "apple-dog. apple(1)-dog(2). Answer: dog"
+    assert spell_first_target(["apple", "dog"], "dog") == "apple-dog. Answer: dog"
 
 
+@pytest.mark.parametrize("symbols", [0.0, 0.5])
 @pytest.mark.parametrize("form", ["direct", "spell_first", "spell_marked"])
-def test_list_tasks_are_answerable_from_their_prompt_and_graded_right(form):
+def test_list_tasks_are_answerable_from_their_prompt_and_graded_right(form, symbols):
+    seen_symbols = False
     for task in ("list_position", "list_count"):
         cls = get_task(task)
-        for example in make_examples(task, WORDS, 60, 3, "train", form=form):
+        for example in make_examples(task, WORDS, 60, 3, "train", form=form, symbol_fraction=symbols):
             assert cls.answer_pattern.fullmatch(example.answer), example.answer
             if form == "direct":
                 continue
             final = example.answer.rsplit("Answer: ", 1)[1]
-            listed = example.answer.rsplit(". Answer: ", 1)[0]
+            passes = example.answer.rsplit(". Answer: ", 1)[0].split(". ")
+            assert len(passes) == (2 if form == "spell_marked" else 1)
+            plain, listed = passes[0], passes[-1]
             items = [unit.split("(")[0] for unit in listed.split("-")]
+            assert plain.split("-") == items  # the marked pass copies the plain one
             assert all(item in example.prompt for item in items)  # the list is the prompt's list
+            seen_symbols |= all(len(item) == 1 and not item.isalpha() for item in items)
             if task == "list_count":
                 asked = [u for u in listed.split("-") if "(" in u]
                 if form == "spell_marked":
@@ -44,6 +51,15 @@ def test_list_tasks_are_answerable_from_their_prompt_and_graded_right(form):
             else:
                 assert final in items
                 assert (form == "spell_marked") == all("(" in u for u in listed.split("-"))
+    assert seen_symbols == (symbols > 0 and form != "direct")
+
+
+def test_symbol_fraction_zero_keeps_the_word_lists():
+    for task in ("list_position", "list_count"):
+        assert make_examples(task, WORDS, 40, 3, "train", form="spell_first") == \
+            make_examples(task, WORDS, 40, 3, "train", form="spell_first", symbol_fraction=0.0)
+    with pytest.raises(ValidationError, match="aux_symbol_fraction > 0 needs aux_fraction"):
+        TransferConfig(mode="spell_first", aux_symbol_fraction=0.3)
 
 
 def test_bridge_answers_the_word_after_its_plain_spelling():
@@ -56,8 +72,10 @@ def test_bridge_answers_the_word_after_its_plain_spelling():
 
 @pytest.mark.parametrize("text, value, in_form, spelled", [
     ("g-a-r-d-e-n. Answer: r", "r", True, "garden"),
-    ("g(1)-a(2)-r(3)-d(4)-e(5)-n(6). Answer: r", "r", True, "garden"),
-    ("s-t-r(1)-a-w-b-e-r(2)-r(3)-y. Answer: 3", "3", True, "strawberry"),
+    ("g-a-r-d-e-n. g(1)-a(2)-r(3)-d(4)-e(5)-n(6). Answer: r", "r", True, "garden"),
+    ("s-t-r-a-w-b-e-r-r-y. s-t-r(1)-a-w-b-e-r(2)-r(3)-y. Answer: 3", "3", True, "strawberry"),
+    ("g(1)-a(2)-r(3). Answer: r", "r", False, "gar"),  # marks without the plain pass first
+    ("s-h-i-l-f-a. Answer: shilfa", None, False, "shilfa"),  # the bridge's echo: no letter
     ("s-h-i-l-f-a", None, False, "shilfa"),  # spelled, then stopped: no answer
     ("the answer is r", None, False, None),  # neither a spelling nor an Answer: mark
     ("Answer: r", "r", False, None),

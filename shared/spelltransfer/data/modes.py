@@ -8,10 +8,14 @@
   of whole words (``tasks/list_position.py``, ``tasks/list_count.py``): they teach the answer
   format and reveal no letters. With ``spell_first`` the same list questions come in the
   spell-first form (``apple-dog-cat. Answer: dog``).
-* ``spell_marked`` -- spell-first with marks the model writes as it spells: for position every
-  unit carries its number (``g(1)-a(2)-r(3)-d(4). Answer: r``), for count each match carries its
-  running tally (``s-t-r(1)-a-w-b-e-r(2)-r(3)-y. Answer: 3``). Training shows the marks on lists of
-  whole words only; spelled letters are never marked in training, so a marked letter is transfer.
+* ``spell_marked`` -- spell-first in two passes: the model spells the word, then writes the same
+  units again with marks, then answers. For position every unit carries its number
+  (``g-a-r-d. g(1)-a(2)-r(3)-d(4). Answer: r``), for count each match carries its running tally
+  (``s-t-r-a-w-b-e-r-r-y. s-t-r(1)-a-w-b-e-r(2)-r(3)-y. Answer: 3``). The second pass copies the
+  first, so the marking is learned as "copy the dashed units you just wrote, numbering them";
+  training shows it on lists of whole items only (words, and single digits or symbols when
+  ``transfer.aux_symbol_fraction`` asks for them): letters are never marked in training, so a
+  marked letter is transfer.
 
 Both spell-first modes may mix in *bridge* examples (``tasks/spell_echo.py``): the spell-first
 instruction on a question whose answer is the word itself (``g-a-r-d-e-n. Answer: garden``). They
@@ -33,12 +37,12 @@ MODE_TASKS = ("position", "count")
 SPELL_FIRST_INSTRUCTION = " First spell the word with dashes between the letters (like c-a-t), then write Answer: and the answer."
 LIST_FIRST_INSTRUCTION = " First write out the items with dashes between them (like one-two-three), then write Answer: and the answer."
 MARKED_INSTRUCTIONS = {
-    "position": " First spell the word with dashes, writing each letter's number after it (like c(1)-a(2)-t(3)), then write Answer: and the answer.",
-    "count": " First spell the word with dashes, writing the running count after each copy of the asked letter (like b-a(1)-n-a(2)-n-a(3) for a), then write Answer: and the answer.",
+    "position": " First spell the word with dashes (like c-a-t), then write the letters again with each letter's number after it (like c(1)-a(2)-t(3)), then write Answer: and the answer.",
+    "count": " First spell the word with dashes (like b-a-n-a-n-a), then write the letters again with the running count after each copy of the asked letter (like b-a(1)-n-a(2)-n-a(3) for a), then write Answer: and the answer.",
 }
 LIST_MARKED_INSTRUCTIONS = {
-    "list_position": " First write out the items with dashes, writing each item's number after it (like one(1)-two(2)-three(3)), then write Answer: and the answer.",
-    "list_count": " First write out the items with dashes, writing the running count after each copy of the asked item (like red-blue(1)-red-blue(2) for blue), then write Answer: and the answer.",
+    "list_position": " First write out the items with dashes (like one-two-three), then write the items again with each item's number after it (like one(1)-two(2)-three(3)), then write Answer: and the answer.",
+    "list_count": " First write out the items with dashes (like red-blue-red-blue), then write the items again with the running count after each copy of the asked item (like red-blue(1)-red-blue(2) for blue), then write Answer: and the answer.",
 }
 ANSWER_MARK = "Answer:"
 UNIT_SEPARATOR = "-"
@@ -60,10 +64,13 @@ def question_form(mode: str) -> str:
 
 def spell_first_target(units: Sequence[str], answer: str, marks: Sequence[str | None] | None = None) -> str:
     """``["g", "a", "r"]``, ``"r"`` -> ``g-a-r. Answer: r`` (letters, or list items for the aux
-    tasks); ``marks`` (``spell_marked``) puts ``(n)`` after the units that carry one."""
-    if marks is not None:
-        units = [unit if mark is None else f"{unit}({mark})" for unit, mark in zip(units, marks, strict=True)]
-    return f"{UNIT_SEPARATOR.join(units)}. {ANSWER_MARK} {answer}"
+    tasks); ``marks`` (``spell_marked``) adds the second pass, the units again with ``(n)`` after
+    those that carry one: ``g-a-r. g(1)-a(2)-r(3). Answer: r``."""
+    plain = UNIT_SEPARATOR.join(units)
+    if marks is None:
+        return f"{plain}. {ANSWER_MARK} {answer}"
+    marked = UNIT_SEPARATOR.join(unit if mark is None else f"{unit}({mark})" for unit, mark in zip(units, marks, strict=True))
+    return f"{plain}. {marked}. {ANSWER_MARK} {answer}"
 
 
 def position_marks(n_units: int) -> list[str]:

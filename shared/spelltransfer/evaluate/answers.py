@@ -193,25 +193,31 @@ class SpellFirstExtraction:
     spelled: str | None
 
 
+_PASS = re.compile(r"\s*[A-Za-z](?:\(\d+\))?(?:-[A-Za-z](?:\(\d+\))?)+\s*")
+
+
 def extract_spell_first(task: str, text: str) -> SpellFirstExtraction:
     """``g-a-r-d-e-n. Answer: r`` -> value ``r``, spelled ``garden``, in form. The answer is what
     follows the last ``Answer:`` (else what follows the longest spelled run); the layout is
-    ``data.modes.spell_first_target``'s. Marks (``g(1)-a(2)``, ``spell_marked``) are read past:
-    the spelling is the letters, in form with or without them."""
+    ``data.modes.spell_first_target``'s. ``spell_marked``'s second pass (``g(1)-a(2)``) is read
+    past: the spelling is the first pass's letters, and the layout is in form with one pass or two."""
     answer_marks = list(_ANSWER_MARK.finditer(text))
     if answer_marks:
-        before, after = _UNIT_MARK.sub("", text[: answer_marks[-1].start()]), text[answer_marks[-1].end():]
+        raw = text[: answer_marks[-1].start()]
+        passes = [p for p in raw.strip().split(". ") if p.strip(" .")]
+        before, after = _UNIT_MARK.sub("", passes[0] if passes else raw), text[answer_marks[-1].end():]
+        layout_ok = 1 <= len(passes) <= 2 and all(_PASS.fullmatch(p.rstrip(".")) for p in passes) \
+            and _UNIT_MARK.search(passes[0]) is None
     else:
         unmarked = _UNIT_MARK.sub("", text)
         runs = list(_SPELLED_RUN.finditer(unmarked))
         if not runs:
             return SpellFirstExtraction(None, False, None)
         longest = max(runs, key=lambda m: len(m.group(0)))
-        before, after = unmarked[: longest.end()], unmarked[longest.end():]
+        before, after, layout_ok = unmarked[: longest.end()], unmarked[longest.end():], False
     spelled = extract_spelling(before).value
     final = extract(task, after)
-    in_form = bool(answer_marks) and final.in_form and re.fullmatch(r"\s*[A-Za-z](?:-[A-Za-z])+\.?\s*", before) is not None
-    return SpellFirstExtraction(final.value, in_form, spelled)
+    return SpellFirstExtraction(final.value, layout_ok and final.in_form, spelled)
 
 
 # ---------------------------------------------------------------------------- dispatch

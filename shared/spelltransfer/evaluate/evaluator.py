@@ -190,7 +190,8 @@ def token_budget(item: dict, max_new_tokens: int | None = None) -> int:
         letters = len(answers.gold_value("spelling", item["answer"]))
         return SPELLING_TOKENS_PER_LETTER * letters + SPELLING_EXTRA_TOKENS
     if item.get("mode", "direct") in SPELL_FORMS and item.get("word"):
-        per_letter = SPELLING_TOKENS_PER_LETTER + (MARK_TOKENS if item["mode"] == "spell_marked" else 0)
+        # spell_marked writes the letters twice, the second time with marks (data/modes.py)
+        per_letter = SPELLING_TOKENS_PER_LETTER + (SPELLING_TOKENS_PER_LETTER + MARK_TOKENS if item["mode"] == "spell_marked" else 0)
         return per_letter * len(item["word"]) + SPELLING_EXTRA_TOKENS + SHORT_ANSWER_TOKENS[item["task"]]
     return SHORT_ANSWER_TOKENS[item["task"]]
 

@@ -28,6 +28,9 @@ class TransferConfig(BaseModel):
     bridge_fraction: float = Field(0.0, strict=True, ge=0.0, lt=1.0, description="Share of training examples that are spell-first "
                                    "bridge questions (tasks/spell_echo.py: spell the word, then Answer: the word); "
                                    "spell_first and spell_marked only.")
+    aux_symbol_fraction: float = Field(0.0, strict=True, ge=0.0, le=1.0, description="Share of the list questions whose "
+                                       "items are single digits or symbols (data/tasks/base.py SYMBOL_ITEMS) instead of "
+                                       "words: one-character units, still no letter revealed.")
 
     @model_validator(mode="after")
     def _check_mix(self) -> "TransferConfig":
@@ -43,6 +46,8 @@ class TransferConfig(BaseModel):
             raise ValueError("mode format_aux needs aux_fraction > 0 (the list questions are what it adds)")
         if self.mode == "direct" and self.aux_fraction > 0:
             raise ValueError("aux_fraction > 0 with mode direct: use mode format_aux (direct trains on spelling alone)")
+        if self.aux_symbol_fraction > 0 and self.aux_fraction <= 0:
+            raise ValueError("aux_symbol_fraction > 0 needs aux_fraction > 0 (it shapes the list questions)")
         return self
 
     def mix_fractions(self) -> dict[str, float]:

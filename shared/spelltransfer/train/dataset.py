@@ -86,9 +86,10 @@ class BatchOrder:
 
 
 def mix_tasks(spelling: list[dict], fractions: dict[str, float], seed: int, words: list[str],
-              aux_form: str = "direct") -> list[dict]:
+              aux_form: str = "direct", aux_symbol_fraction: float = 0.0) -> list[dict]:
     """Add position/count (or list, or bridge) questions on the training words so each makes up its
-    fraction of the set; ``aux_form`` is the form of the list questions (``data.modes.question_form``).
+    fraction of the set; ``aux_form`` is the form of the list questions (``data.modes.question_form``)
+    and ``aux_symbol_fraction`` the share of them listing digits/symbols instead of words.
     Bridge questions (``spell_echo``) show the word in every presentation, as spelling prompts do."""
     total_fraction = sum(fractions.values())
     if total_fraction <= 0:
@@ -102,7 +103,7 @@ def mix_tasks(spelling: list[dict], fractions: dict[str, float], seed: int, word
     for offset, task in enumerate(order):
         n = int(round(fractions[task] * n_total))
         if n:
-            options = {"form": aux_form} if task.startswith("list_") else {}
+            options = {"form": aux_form, "symbol_fraction": aux_symbol_fraction} if task.startswith("list_") else {}
             if task == "spell_echo":
                 from spelltransfer.data.presentation import PRESENTATIONS
 

@@ -113,7 +113,8 @@ def _load_examples(config: RunConfig):
         spelling = spelling[: training.train_limit]
     fractions = config.transfer.mix_fractions()
     words = sorted({r["word"] for r in records})  # training words only: eval words stay unseen
-    train_records = mix_tasks(spelling, fractions, training.seed, words, config.transfer.aux_form())
+    train_records = mix_tasks(spelling, fractions, training.seed, words, config.transfer.aux_form(),
+                              config.transfer.aux_symbol_fraction)
     trained_tasks = {"spelling"} | {task for task, fraction in fractions.items() if fraction > 0}
     validation = [r for r in read_split(training.data_dir, "validation") if r["task"] in trained_tasks]
     if not validation:

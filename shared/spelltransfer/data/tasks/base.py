@@ -83,16 +83,31 @@ class Task(ABC):
         from ``rng``: (prompt, answer)."""
 
 
+# Single-character items that are not letters (and not the layout's "-", "(", ")", ".", ",", ":"):
+# lists of them show the list formats on one-character units without revealing any letter.
+SYMBOL_ITEMS = tuple("0123456789") + tuple("#@%&*+=?!$~^")
+
+
 class ListTask(Task):
-    """A format task over a list of whole words (``list_position``, ``list_count``): ``form`` is
-    ``direct`` or ``spell_first`` (``data/modes.py``); items are the task's short words."""
+    """A format task over a list of whole items (``list_position``, ``list_count``): ``form`` is
+    ``direct``, ``spell_first`` or ``spell_marked`` (``data/modes.py``); items are the task's short
+    words, and a ``symbol_fraction`` share of the lists are made of ``SYMBOL_ITEMS`` instead."""
 
     max_item_len: ClassVar[int] = 6  # keeps a 10-item list and its spelled-out answer inside max_seq_length
 
-    def __init__(self, *args, form: str = "direct", **kwargs):
+    def __init__(self, *args, form: str = "direct", symbol_fraction: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
+        if not 0.0 <= symbol_fraction <= 1.0:
+            raise DataError(f"task '{self.name}': symbol_fraction must be in [0, 1], got {symbol_fraction}")
         self.form = form
+        self.symbol_fraction = symbol_fraction
         self._items = [w for w in self._order if len(w) <= self.max_item_len] or self._order
+
+    def item_pool(self, rng: random.Random) -> Sequence[str]:
+        """The items one list draws from; no draw from ``rng`` at fraction 0, so those lists stay as they were."""
+        if self.symbol_fraction > 0 and rng.random() < self.symbol_fraction:
+            return SYMBOL_ITEMS
+        return self._items
 
 
 def preview(task_cls: type[Task], n: int = 8) -> None:

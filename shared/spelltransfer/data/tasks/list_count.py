@@ -4,7 +4,8 @@
 Lists of 3-10 words drawn with repeats from 2-6 distinct words, so counts spread like letter
 counts; a quarter of the questions ask for a word the list lacks (``0``), as ``count.py`` does.
 With ``form="spell_first"`` the answer is ``dog-cat-dog-fish. Answer: 2``; with ``form="spell_marked"``
-each copy of the asked item carries its running tally, ``dog(1)-cat-dog(2)-fish. Answer: 2``
+the items come again with a running tally on each copy of the asked item,
+``dog-cat-dog-fish. dog(1)-cat-dog(2)-fish. Answer: 2``
 (``data/modes.py``).
 
 Run ``python -m spelltransfer.data.tasks.list_count`` to preview.
@@ -18,7 +19,7 @@ import re
 from spelltransfer.data.modes import count_marks, instruction, spell_first_target
 from spelltransfer.data.tasks.base import ListTask, preview
 from spelltransfer.data.tasks.count import ABSENT_RATE
-from spelltransfer.data.tasks.list_position import MAX_ITEMS, MIN_ITEMS
+from spelltransfer.data.tasks.list_position import MARKED_UNITS_PATTERN, UNITS_PATTERN, MAX_ITEMS, MIN_ITEMS
 
 TEMPLATES = (
     "How many times does the word {item} appear in the list: {items}?",
@@ -33,14 +34,15 @@ TEMPLATES = (
 class ListCount(ListTask):
     name = "list_count"
     templates = TEMPLATES
-    answer_pattern = re.compile(r"\d+|[a-z]+(?:\(\d+\))?(?:-[a-z]+(?:\(\d+\))?)*\. Answer: \d+")
+    answer_pattern = re.compile(rf"\d+|{UNITS_PATTERN}\. (?:{MARKED_UNITS_PATTERN}\. )?Answer: \d+")
 
     def build(self, word: str, shown: str, template: str, rng: random.Random) -> tuple[str, str]:
-        distinct = rng.sample(self._items, min(len(self._items), rng.randint(2, 6)))
+        pool = self.item_pool(rng)
+        distinct = rng.sample(pool, min(len(pool), rng.randint(2, 6)))
         items = [rng.choice(distinct) for _ in range(rng.randint(MIN_ITEMS, MAX_ITEMS))]
         absent = [w for w in distinct if w not in items]
         if rng.random() < ABSENT_RATE:
-            item = absent[0] if absent else next((w for w in self._items if w not in items), items[0])
+            item = absent[0] if absent else next((w for w in pool if w not in items), items[0])
         else:
             item = rng.choice(sorted(set(items)))
         answer = str(items.count(item))

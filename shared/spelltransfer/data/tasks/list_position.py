@@ -3,8 +3,9 @@
 
 Lists are 3-10 words long (the length range of the letter tasks' words), positions and the
 "last" share follow ``position.py``. With ``form="spell_first"`` the question asks for the items
-first and the answer is ``apple-dog-cat-fish. Answer: cat``; with ``form="spell_marked"`` each item
-carries its number, ``apple(1)-dog(2)-cat(3)-fish(4). Answer: cat`` (``data/modes.py``).
+first and the answer is ``apple-dog-cat-fish. Answer: cat``; with ``form="spell_marked"`` the items
+come again with their numbers, ``apple-dog-cat-fish. apple(1)-dog(2)-cat(3)-fish(4). Answer: cat``
+(``data/modes.py``). ``symbol_fraction`` of the lists hold single digits or symbols instead of words.
 
 Run ``python -m spelltransfer.data.tasks.list_position`` to preview.
 """
@@ -19,6 +20,9 @@ from spelltransfer.data.tasks.base import ListTask, preview
 from spelltransfer.data.tasks.position import LAST_RATE, ordinal
 
 MIN_ITEMS, MAX_ITEMS = 3, 10
+UNIT_PATTERN = r"(?:[a-z]+|[^\s,.():-])"  # a word or one symbol (tasks.base.SYMBOL_ITEMS)
+UNITS_PATTERN = rf"{UNIT_PATTERN}(?:-{UNIT_PATTERN})*"
+MARKED_UNITS_PATTERN = rf"{UNIT_PATTERN}(?:\(\d+\))?(?:-{UNIT_PATTERN}(?:\(\d+\))?)*"
 
 TEMPLATES = (
     "What is the {ordinal} word in the list: {items}?",
@@ -33,10 +37,11 @@ TEMPLATES = (
 class ListPosition(ListTask):
     name = "list_position"
     templates = TEMPLATES
-    answer_pattern = re.compile(r"[a-z]+|[a-z]+(?:\(\d+\))?(?:-[a-z]+(?:\(\d+\))?)*\. Answer: [a-z]+")
+    answer_pattern = re.compile(rf"{UNIT_PATTERN}|{UNITS_PATTERN}\. (?:{MARKED_UNITS_PATTERN}\. )?Answer: {UNIT_PATTERN}")
 
     def build(self, word: str, shown: str, template: str, rng: random.Random) -> tuple[str, str]:
-        items = rng.sample(self._items, min(len(self._items), rng.randint(MIN_ITEMS, MAX_ITEMS)))
+        pool = self.item_pool(rng)
+        items = rng.sample(pool, min(len(pool), rng.randint(MIN_ITEMS, MAX_ITEMS)))
         if rng.random() < LAST_RATE:
             index, label = len(items) - 1, "last"
         else:
