@@ -45,7 +45,7 @@ declare -A TRIALS=(
   [mk2_b]="$R3 --set transfer.mode=spell_marked --set transfer.bridge_fraction=0.15"
   [sf_sym]="$R3 --set transfer.mode=spell_first --set transfer.bridge_fraction=0.05"
 )
-EVALS="untrained:spell_marked mk2:spell_marked mk2_b:spell_marked sf_sym:spell_first"
+EVALS=${EVALS:-"untrained:spell_marked mk2:spell_marked mk2_b:spell_marked sf_sym:spell_first"}
 fi
 phase=${1:?phase}
 case $phase in
@@ -59,7 +59,7 @@ setup2)
 train)
   secs=${2:-500}
   model=$(python3 -c "from spelltransfer.models.base_model import resolve_model_path; print(resolve_model_path('$M'))")
-  for name in "${!TRIALS[@]}"; do
+  for name in ${ONLY:-${!TRIALS[@]}}; do  # ONLY="a b": train just those
     out=$RUNS/$name; mkdir -p $out; resume=""; [ -d $out/checkpoints ] && resume="--resume"
     timeout $secs python3 -m spelltransfer.cli train -c configs/training/recipe.yaml -q -o $out $resume \
       --set training.data_dir=/tmp/d/recipe --set model.name=$model --set training.plot_dir=$out ${TRIALS[$name]} \
