@@ -3,6 +3,8 @@
 Server and clients read the same variables, so a demo or test sets them once:
 
 - ``SPELLTRANSFER_API_TOKEN``: the shared bearer token (required by servers; never logged);
+- ``SPELLTRANSFER_API_TOKEN_FILE``: a file holding it, when the variable is unset (a compose
+  secret: the token then never shows in ``docker inspect``, and changing it recreates no container);
 - ``SPELLTRANSFER_TLS_CERT`` / ``SPELLTRANSFER_TLS_KEY``: server certificate and key (PEM); when
   both are set the server listens with TLS;
 - ``SPELLTRANSFER_TLS_CA``: the CA (or self-signed cert) clients trust; when set clients use TLS.
@@ -21,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from spelltransfer.errors import ConfigError
 
 TOKEN_ENV = "SPELLTRANSFER_API_TOKEN"
+TOKEN_FILE_ENV = "SPELLTRANSFER_API_TOKEN_FILE"
 CERT_ENV, KEY_ENV, CA_ENV = "SPELLTRANSFER_TLS_CERT", "SPELLTRANSFER_TLS_KEY", "SPELLTRANSFER_TLS_CA"
 
 
@@ -44,7 +47,11 @@ class SecuritySettings(BaseModel):
                 raise ConfigError(f"{name}={value}: no such file")
             return Path(value)
 
-        settings = cls(token=os.environ.get(TOKEN_ENV) or None, tls_cert=path(CERT_ENV), tls_key=path(KEY_ENV),
+        token = os.environ.get(TOKEN_ENV) or None
+        token_file = path(TOKEN_FILE_ENV)
+        if token is None and token_file is not None:
+            token = token_file.read_text(encoding="utf-8").strip() or None
+        settings = cls(token=token, tls_cert=path(CERT_ENV), tls_key=path(KEY_ENV),
                        tls_ca=path(CA_ENV))
         if (settings.tls_cert is None) != (settings.tls_key is None):
             raise ConfigError(f"set both {CERT_ENV} and {KEY_ENV} for TLS, or neither")
@@ -84,7 +91,7 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
 def make_server(settings: SecuritySettings, max_workers: int = 32) -> grpc.Server:
     """A gRPC server that checks the bearer token on every call."""
     if not settings.token:
-        raise ConfigError(f"{TOKEN_ENV} is not set: export a shared secret before starting a service")
+        raise ConfigError(f"{TOKEN_ENV} is not set: export a shared secret (or {TOKEN_FILE_ENV}=FILE) before starting a service")
     return grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
                        interceptors=[BearerTokenInterceptor(settings.token)])
 

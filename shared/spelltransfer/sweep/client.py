@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Iterator
 
 import grpc
-import yaml
 from rich.table import Table
 
 from spelltransfer.errors import SpellTransferError
 from spelltransfer.platform.protos import sweep_pb2, sweep_pb2_grpc
 from spelltransfer.platform.security import SecuritySettings, open_channel
-from spelltransfer.safe_yaml import YamlError, load_yaml, read_yaml_text
+from spelltransfer.safe_yaml import read_yaml_text
 
 CONTROLLER_ENV = "SPELLTRANSFER_CONTROLLER"
 DEFAULT_CONTROLLER = "127.0.0.1:50051"
@@ -38,18 +37,16 @@ def _call(fn, *args, **kwargs):
 
 
 def spec_text_for_submit(path: Path) -> str:
-    """The spec file's text with a relative ``base_config`` made absolute (workers may run elsewhere)."""
-    text = read_yaml_text(path)  # bounded: a spec over the size limit is refused here
-    try:
-        data = load_yaml(text, str(path))
-    except YamlError:
-        return text  # the controller reports the YAML error with file and line
-    if isinstance(data, dict) and isinstance(data.get("base_config"), str):
-        base = Path(data["base_config"])
-        if not base.is_absolute() and base.exists():
-            data["base_config"] = str(base.resolve())
-            return yaml.safe_dump(data, sort_keys=False)
-    return text
+    """The spec file's text as the controller should read it (size-bounded here).
+
+    A relative ``base_config`` is sent as written: the controller and its workers resolve it
+    against their own working directory and check it under their ``configs`` roots
+    (``spelltransfer.platform.roots``), like every other path in the spec. Rewriting it to this
+    machine's absolute path broke a spec submitted from a host to a controller in a container
+    (``/home/me/repo/configs/...`` exists only here) and pointed local services at the same file
+    they already find from the shared working directory.
+    """
+    return read_yaml_text(path)  # bounded: a spec over the size limit is refused here
 
 
 class SweepClient:
