@@ -28,7 +28,8 @@ class LoraSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    r: int = Field(16, strict=True, ge=1, le=1024, description="LoRA rank.")
+    r: int = Field(16, strict=True, ge=1, le=1024, description="LoRA rank; at most 1024 for every engine (packed "
+                  "too); serving with vLLM takes up to 512 and says so when an adapter is larger.")
     alpha: int = Field(32, strict=True, ge=1, description="LoRA alpha (scale = alpha / r).")
     dropout: float = Field(0.0, strict=True, ge=0.0, lt=1.0, description="Dropout on the LoRA input (0 keeps Unsloth's fast path).")
     target_modules: Literal["auto"] | list[str] = Field(

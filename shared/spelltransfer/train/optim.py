@@ -18,7 +18,8 @@ class OptimizerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Literal["adamw"] = Field("adamw", description="Optimizer; AdamW (torch) is the one supported.")
-    lr: float = Field(2e-4, strict=True, gt=0.0, le=1.0, description="Peak learning rate.")
+    lr: float = Field(1e-3, strict=True, gt=0.0, le=1.0, description="Peak learning rate; 1e-3 because LoRA on the "
+                      "135M base tolerates it and short CPU runs need it (the recipe's value too).")
     weight_decay: float = Field(0.0, strict=True, ge=0.0, description="Decoupled weight decay.")
     betas: tuple[StrictFloat, StrictFloat] = Field((0.9, 0.999), description="Adam beta1, beta2, each in [0, 1).")
     eps: float = Field(1e-8, strict=True, gt=0.0, description="Adam epsilon.")
@@ -37,7 +38,9 @@ class SchedulerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warmup: linear to 0, cosine to 0, or constant.")
+    name: Literal["linear", "cosine", "constant"] = Field(
+        "cosine", description="Decay after warmup: linear to 0, cosine to 0, or constant; cosine, the schedule the "
+                              "shipped configs and the recipe train with.")
     warmup_steps: int | None = Field(None, strict=True, ge=0, description="Linear warmup steps; null = use warmup_ratio.")
     warmup_ratio: float = Field(0.05, strict=True, ge=0.0, lt=1.0, description="Warmup as a fraction of max_steps when warmup_steps is null.")
 

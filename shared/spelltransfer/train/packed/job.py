@@ -75,6 +75,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from spelltransfer.errors import ConfigError, SpellTransferError, format_validation_error
 from spelltransfer.train.config import RunConfig, load_training_config
 from spelltransfer.train.events import EventLog
+from spelltransfer.train.packed.trials import TRIAL_FIELDS, TrialSpec
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +84,6 @@ STATE_FILE = "state.pt"
 CANCEL_FILE = "CANCEL"
 EVAL_FILE = "validation_eval.json"   # the worker's eval phase writes the same file
 
-# RunConfig field -> TrialSpec field: what each member sets for itself.
-TRIAL_FIELDS = {
-    "training.seed": "seed", "model.lora.r": "r", "model.lora.alpha": "alpha", "optimizer.lr": "lr",
-    "optimizer.weight_decay": "weight_decay", "optimizer.max_grad_norm": "max_grad_norm",
-    "training.batch_size": "batch_size", "training.grad_accum": "grad_accum", "training.max_steps": "max_steps",
-}
 # Fields (and sections) that only change a member's own logging, evaluation, stopping and files.
 MEMBER_FIELDS = (
     "training.experiment", "training.run_name", "training.output_root", "training.plot_dir", "training.tracking",
@@ -196,14 +191,9 @@ def check_compatible(configs: list[RunConfig], names: list[str]) -> None:
                     "logging, evaluation and stopping settings may differ")
 
 
-def trial_spec(config: RunConfig, trial_id: str):
+def trial_spec(config: RunConfig, trial_id: str) -> TrialSpec:
     """The ``TrialSpec`` of one member's config."""
-    from spelltransfer.train.packed.trials import TrialSpec
-
-    training, lora, optimizer = config.training, config.model.lora, config.optimizer
-    return TrialSpec(trial_id=trial_id, seed=training.seed, r=lora.r, alpha=lora.alpha, lr=optimizer.lr,
-                     weight_decay=optimizer.weight_decay, max_grad_norm=optimizer.max_grad_norm,
-                     batch_size=training.batch_size, grad_accum=training.grad_accum, max_steps=training.max_steps)
+    return TrialSpec.from_config(config, trial_id)
 
 
 def load_member_configs(manifest: PackManifest) -> list[RunConfig]:

@@ -17,7 +17,7 @@ from spelltransfer.train.packed.multi_lora import MultiLoRAWeights
 
 class MultiTrialAdamW:
     def __init__(self, weights: MultiLoRAWeights, weight_decays: list[float], max_grad_norms: list[float | None],
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+                 betas: tuple[float, float], eps: float):
         self.weights = weights
         self.beta1, self.beta2 = betas
         self.eps = eps

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from spelltransfer.errors import ConfigError, DataError
 from spelltransfer.train.dataset import BatchOrder, tokenize_example
-from spelltransfer.train.model_config import LLAMA_STYLE
-from spelltransfer.train.optim import SchedulerConfig, lr_factor
+from spelltransfer.train.model_config import LLAMA_STYLE, ModelConfig
+from spelltransfer.train.optim import OptimizerConfig, SchedulerConfig, lr_factor
 from spelltransfer.train.packed import attention
 from spelltransfer.train.packed.batches import LAYOUTS, PreparedExample, Sequence, build_chunk, cut_chunks, plan_step
 from spelltransfer.train.packed.multi_lora import export_adapter, inject_multi_lora
@@ -53,10 +53,13 @@ class PackedHistory:
     steps: list[StepStats] = field(default_factory=list)
 
 
-def prepare_examples(records: list[dict], tokenizer, max_seq_length: int = 128) -> list[PreparedExample]:
-    """Tokenize once (prompt masked, answer + end-of-turn as target); reusable across trainers."""
+def prepare_examples(records: list[dict], tokenizer, max_seq_length: int | None = None) -> list[PreparedExample]:
+    """Tokenize once (prompt masked, answer + end-of-turn as target); reusable across trainers.
+    ``max_seq_length`` None = ``ModelConfig``'s default."""
     from spelltransfer.models import PromptFormat
 
+    if max_seq_length is None:
+        max_seq_length = ModelConfig().max_seq_length
     prompt_format = PromptFormat.from_tokenizer(tokenizer)
     return [PreparedExample.from_tokenized(t.input_ids, t.labels)
             for t in (tokenize_example(r, tokenizer, prompt_format, max_seq_length) for r in records)]
@@ -64,8 +67,9 @@ def prepare_examples(records: list[dict], tokenizer, max_seq_length: int = 128) 
 
 class PackedTrainer:
     def __init__(self, model, tokenizer, train_records: list[dict], trials: list[TrialSpec], *,
-                 scheduler: SchedulerConfig | None = None, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 target_modules: list[str] | None = None, max_seq_length: int = 128, max_chunk_tokens: int = 32768,
+                 scheduler: SchedulerConfig | None = None, betas: tuple[float, float] | None = None,
+                 eps: float | None = None, target_modules: list[str] | None = None, max_seq_length: int | None = None,
+                 max_chunk_tokens: int = 32768,
                  layout: str = "auto", kernel: str = "auto", base_model_path: str = "",
                  prepared: list[PreparedExample] | None = None, cuda_graphs: bool | str = "auto",
                  max_scored_fraction: float = 0.3, fused: bool | str = "auto", compile: bool | str = "auto"):
@@ -76,6 +80,11 @@ class PackedTrainer:
             raise ConfigError(f"trials: trial ids must be unique (got {ids})")
         if not train_records:
             raise DataError("no training examples")
+        # None = the run config's default (OptimizerConfig, SchedulerConfig, ModelConfig own them).
+        optimizer_defaults = OptimizerConfig()
+        betas = tuple(optimizer_defaults.betas) if betas is None else betas
+        eps = optimizer_defaults.eps if eps is None else eps
+        max_seq_length = ModelConfig().max_seq_length if max_seq_length is None else max_seq_length
         device = next(model.parameters()).device
         if layout == "auto":
             layout = "varlen" if attention.varlen_available(device) else "padded"

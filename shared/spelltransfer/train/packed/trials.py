@@ -8,33 +8,65 @@ per-device batch times accumulation) is ``batch_size = b * g, grad_accum = g``.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.fields import FieldInfo
+
+from spelltransfer.train.config import RunConfig, check_batch_split
+
+# RunConfig field -> TrialSpec field: what each member of a pack sets for itself.
+TRIAL_FIELDS = {
+    "training.seed": "seed", "model.lora.r": "r", "model.lora.alpha": "alpha", "optimizer.lr": "lr",
+    "optimizer.weight_decay": "weight_decay", "optimizer.max_grad_norm": "max_grad_norm",
+    "training.batch_size": "batch_size", "training.grad_accum": "grad_accum", "training.max_steps": "max_steps",
+}
+
+
+def _run_config_field(dotted: str) -> FieldInfo:
+    """The RunConfig field at ``dotted`` (default, bounds, strictness, description), copied: a trial
+    has no defaults or bounds of its own, so it cannot drift from ``spelltransfer train``."""
+    *sections, name = dotted.split(".")
+    model = RunConfig
+    for section in sections:
+        model = model.model_fields[section].annotation
+    return copy.deepcopy(model.model_fields[name])
 
 
 class TrialSpec(BaseModel):
-    """A trial the packed trainer runs beside others on the same base model."""
+    """A trial the packed trainer runs beside others on the same base model: a view of the
+    ``RunConfig`` fields in ``TRIAL_FIELDS`` (``TrialSpec.from_config``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     trial_id: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description="Name (adapter folder name).")
-    seed: int = Field(1234, ge=0, description="LoRA init (as PEFT after torch.manual_seed) and data order.")
-    r: int = Field(16, ge=1, le=256, description="LoRA rank.")
-    alpha: float = Field(32, gt=0, description="LoRA alpha (scale = alpha / r).")
-    lr: float = Field(2e-4, gt=0, le=1.0, description="Peak learning rate.")
-    batch_size: int = Field(16, ge=1, description="Examples per optimizer step.")
-    grad_accum: int = Field(1, ge=1, description="Micro-batches per step; batch_size must divide by it.")
-    max_steps: int = Field(200, ge=1, description="Optimizer steps.")
-    weight_decay: float = Field(0.0, ge=0.0, description="Decoupled weight decay.")
-    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip this trial's gradient norm; null = no clipping.")
+    seed: int = _run_config_field("training.seed")
+    r: int = _run_config_field("model.lora.r")
+    alpha: int = _run_config_field("model.lora.alpha")
+    lr: float = _run_config_field("optimizer.lr")
+    batch_size: int = _run_config_field("training.batch_size")
+    grad_accum: int = _run_config_field("training.grad_accum")
+    max_steps: int = _run_config_field("training.max_steps")
+    weight_decay: float = _run_config_field("optimizer.weight_decay")
+    max_grad_norm: float | None = _run_config_field("optimizer.max_grad_norm")
 
     @model_validator(mode="after")
     def _check(self) -> "TrialSpec":
-        if self.batch_size % self.grad_accum:
-            raise ValueError(f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
+        check_batch_split(self.batch_size, self.grad_accum)
         return self
+
+    @classmethod
+    def from_config(cls, config: RunConfig, trial_id: str) -> "TrialSpec":
+        """The trial ``config`` describes, named ``trial_id``."""
+        values = {}
+        for dotted, name in TRIAL_FIELDS.items():
+            value = config
+            for part in dotted.split("."):
+                value = getattr(value, part)
+            values[name] = value
+        return cls(trial_id=trial_id, **values)
 
     @property
     def micro_batch(self) -> int:
