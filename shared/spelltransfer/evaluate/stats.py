@@ -5,6 +5,12 @@ disagree (discordant pairs) carry information about which is better. The gain in
 Newcombe's square-and-add interval for paired proportions (Newcombe 1998, method 10; the same
 formula as R's contingencytables::Newcombe_square_and_add_CI_paired_2x2), the test is McNemar's
 exact test (a binomial test on the discordant pairs).
+
+Libraries where they have the method: Wilson from scipy (``binomtest(...).proportion_ci``), the
+independent-samples Newcombe interval from statsmodels (``confint_proportions_2indep``, method
+``newcomb``). statsmodels has no paired-proportions difference interval (only Nam's paired
+*ratio* interval and the McNemar test), so the paired one below is Newcombe's formula over
+scipy's Wilson bounds.
 """
 
 from __future__ import annotations
@@ -13,35 +19,28 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-Z95 = 1.959963984540054  # standard normal 97.5 % quantile
 
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion; sound at 0 % and 100 % where Wald collapses."""
+    from scipy.stats import binomtest
+
     if n <= 0:
         raise ValueError("a proportion needs n >= 1")
     if not 0 <= successes <= n:
         raise ValueError(f"successes={successes} outside 0..n={n}")
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    # At 0 and n the bounds are exactly 0 and 1 (rounding would leave 0.9999999999999999).
-    lower = 0.0 if successes == 0 else max(0.0, centre - half)
-    upper = 1.0 if successes == n else min(1.0, centre + half)
-    return lower, upper
+    interval = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
-def newcombe_interval(successes_a: int, n_a: int, successes_b: int, n_b: int, z: float = Z95) -> tuple[float, float]:
+def newcombe_interval(successes_a: int, n_a: int, successes_b: int, n_b: int,
+                      confidence: float = 0.95) -> tuple[float, float]:
     """Interval for p_a - p_b of two independent proportions: Newcombe's hybrid score interval
     (Newcombe 1998, method 10), built from the two Wilson intervals."""
-    p_a, p_b = successes_a / n_a, successes_b / n_b
-    low_a, high_a = wilson_interval(successes_a, n_a, z)
-    low_b, high_b = wilson_interval(successes_b, n_b, z)
-    diff = p_a - p_b
-    lower = diff - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2)
-    upper = diff + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2)
-    return max(-1.0, lower), min(1.0, upper)
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
+    lower, upper = confint_proportions_2indep(successes_a, n_a, successes_b, n_b, method="newcomb",
+                                              compare="diff", alpha=1 - confidence)
+    return max(-1.0, float(lower)), min(1.0, float(upper))
 
 
 @dataclass(frozen=True)
@@ -68,15 +67,16 @@ class PairedComparison:
         return data
 
 
-def paired_gain_interval(both: int, a_only: int, b_only: int, neither: int, z: float = Z95) -> tuple[float, float]:
+def paired_gain_interval(both: int, a_only: int, b_only: int, neither: int,
+                         confidence: float = 0.95) -> tuple[float, float]:
     """Newcombe's interval for accuracy(B) - accuracy(A) from the paired 2x2 table."""
     n = both + a_only + b_only + neither
     if n <= 0:
         raise ValueError("a paired comparison needs n >= 1")
     a_right, b_right = both + a_only, both + b_only
     p_a, p_b = a_right / n, b_right / n
-    lo_a, hi_a = wilson_interval(a_right, n, z)
-    lo_b, hi_b = wilson_interval(b_right, n, z)
+    lo_a, hi_a = wilson_interval(a_right, n, confidence)
+    lo_b, hi_b = wilson_interval(b_right, n, confidence)
     # Correlation between the two accuracies, with Newcombe's continuity correction.
     margins = a_right * (n - a_right) * b_right * (n - b_right)
     phi = 0.0
