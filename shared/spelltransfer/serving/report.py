@@ -16,19 +16,13 @@ import json
 import os
 from pathlib import Path
 
+from markupsafe import Markup
+
 from spelltransfer.atomic import write_text_atomic
 from spelltransfer.serving.loadtest import LoadTestSummary
 from spelltransfer.serving.model_card import eval_table_rows, load_eval_files
 
-STYLE = """
-body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1400px; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-th { background: #f0f0f0; }
-img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
-.note { color: #666; font-size: 0.9em; }
-"""
+TEMPLATE = "deployment.html.j2"   # in templates/ beside this module: the page's markup and style
 
 
 def _fmt(value, digits: int = 1, suffix: str = "") -> str:
@@ -44,13 +38,7 @@ def load_summaries(data_dir: Path) -> list[LoadTestSummary]:
     return sorted(summaries, key=lambda s: s.started_at)
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def load_table(summaries: list[LoadTestSummary]) -> str:
+def load_table(summaries: list[LoadTestSummary]) -> dict:
     headers = ["run", "model", "users", "duration s", "requests", "errors", "error rate", "req/s",
                "latency p50/p95/p99 ms", "TTFT p50/p95/p99 ms", "ITL p50/p95 ms", "output tok/s",
                "peak CPU %", "peak vLLM RSS GiB"]
@@ -65,10 +53,10 @@ def load_table(summaries: list[LoadTestSummary]) -> str:
             _fmt(s.peak_cpu_percent, 0),
             _fmt(s.peak_server_rss_mib / 1024 if s.peak_server_rss_mib else None, 2),
         ])
-    return _table(headers, rows)
+    return {"headers": headers, "rows": rows}
 
 
-def eval_table(evals: dict[str, dict]) -> str:
+def eval_table(evals: dict[str, dict]) -> dict:
     labels = list(evals)
     rows = []
     for row in eval_table_rows(evals):
@@ -82,21 +70,35 @@ def eval_table(evals: dict[str, dict]) -> str:
             cells.append(f"{100 * f['accuracy']:.1f} %" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
                          + (f" n={f['n']}" if f.get("n") is not None else ""))
         rows.append(cells)
-    return _table(["task", *labels], rows)
+    return {"headers": ["task", *labels], "rows": rows}
 
 
-def api_eval_section(path: Path) -> str:
+def api_eval_table(path: Path) -> dict | None:
     if not path.is_file():
-        return "<p class='note'>No API-vs-in-process evaluation in this folder (data/api_eval.json).</p>"
+        return None
     result = json.loads(path.read_text())
     rows = []
     for model, tasks in result["models"].items():
         for task, f in tasks.items():
             rows.append([model, task, str(f["n"]), f"{100 * f['in_process']:.1f} %", f"{100 * f['api']:.1f} %",
                          f"{100 * (f['api'] - f['in_process']):+.1f} pt", f"{100 * f['agreement']:.1f} %"])
-    note = html.escape(result.get("tolerance", ""))
-    return (_table(["model", "task", "n", "in-process accuracy", "vLLM API accuracy", "difference",
-                    "identical answers"], rows) + f"<p class='note'>{note}</p>")
+    return {"headers": ["model", "task", "n", "in-process accuracy", "vLLM API accuracy", "difference",
+                        "identical answers"], "rows": rows, "note": result.get("tolerance", "")}
+
+
+def _escape(value) -> Markup:
+    # html.escape's entities (&quot; &#x27;), not markupsafe's (&#34; &#39;): the page stays byte for byte
+    # what it was before the template; Markup (a rendered macro) is already safe.
+    return value if isinstance(value, Markup) else Markup(html.escape(str(value)))
+
+
+def render(**context) -> str:
+    """The page from ``templates/deployment.html.j2``; every value is escaped as text."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    environment = Environment(loader=PackageLoader("spelltransfer.serving", "templates"), autoescape=True,
+                              finalize=_escape, undefined=StrictUndefined)
+    return environment.get_template(TEMPLATE).render(**context)
 
 
 def build_report(out_dir: Path, eval_files: dict[str, Path] | None = None, title: str = "spelltransfer deployment report") -> Path:
@@ -108,29 +110,18 @@ def build_report(out_dir: Path, eval_files: dict[str, Path] | None = None, title
     reports_dir.mkdir(parents=True, exist_ok=True)
     summaries = load_summaries(data_dir) if data_dir.is_dir() else []
     evals = load_eval_files(eval_files or {})
-    parts = [f"<h1>{html.escape(title)}</h1>",
-             f"<p class='note'>Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} from {html.escape(str(out_dir))}.</p>",
-             "<h2>Evaluation</h2>"]
-    parts.append(eval_table(evals) if evals else "<p class='note'>No eval result files given (--eval LABEL=FILE).</p>")
-    parts += ["<h3>Same model in-process vs through the vLLM API</h3>", api_eval_section(data_dir / "api_eval.json")]
-    parts.append("<h2>Load tests</h2>")
+    runs, comparison = [], None
     if summaries:
-        parts.append(load_table(summaries))
-        comparison = plot_comparison(summaries, figures_dir)
-        parts.append(f"<img src='{os.path.relpath(comparison, reports_dir)}' alt='comparison of load tests'>")
+        comparison = os.path.relpath(plot_comparison(summaries, figures_dir), reports_dir)
         for s in summaries:
-            parts.append(f"<h3>{html.escape(s.label)} ({html.escape(s.model)} at {html.escape(s.base_url)}, "
-                         f"{s.users} users, {s.run_time_s} s, {s.max_tokens} tokens)</h3>")
-            if s.errors:
-                parts.append("<p>Errors: " + html.escape(json.dumps(s.errors)) + "</p>")
-            for kind in ("latency", "timeline", "monitor"):
-                figure = figures_dir / f"{s.label}_{kind}.png"
-                if figure.is_file():
-                    parts.append(f"<img src='{os.path.relpath(figure, reports_dir)}' alt='{html.escape(s.label)} {kind}'>")
-    else:
-        parts.append("<p class='note'>No load tests in this folder (data/*_summary.json).</p>")
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+            figures = [{"kind": kind, "src": os.path.relpath(figures_dir / f"{s.label}_{kind}.png", reports_dir)}
+                       for kind in ("latency", "timeline", "monitor") if (figures_dir / f"{s.label}_{kind}.png").is_file()]
+            runs.append({"label": s.label, "model": s.model, "base_url": s.base_url, "users": s.users,
+                         "run_time_s": s.run_time_s, "max_tokens": s.max_tokens,
+                         "errors": json.dumps(s.errors) if s.errors else None, "figures": figures})
+    page = render(title=title, generated=f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}", out_dir=str(out_dir),
+                  evals=eval_table(evals) if evals else None, api_eval=api_eval_table(data_dir / "api_eval.json"),
+                  load_tests=load_table(summaries) if summaries else None, comparison=comparison, runs=runs)
     path = reports_dir / "deployment.html"
     write_text_atomic(path, page, fsync=False)
     return path
