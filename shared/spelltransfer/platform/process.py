@@ -12,11 +12,11 @@ processes writing one run folder would corrupt it), so each child:
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from spelltransfer.processes import group_alive, signal_group, stop_group  # noqa: F401  (written once there; callers use process.*)
 
 # Runs in the child instead of a ``preexec_fn``: Python code between fork and exec is unsafe in a
 # threaded parent (gRPC servers are), and was seen to crash there. This tiny interpreter sets
@@ -38,33 +38,6 @@ def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None,
     with open(log_path, "ab") as log:
         return subprocess.Popen(wrapped, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 cwd=cwd, start_new_session=True)
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def stop_group(pgid: int, grace_s: float = 5.0) -> None:
-    """SIGTERM the group, then SIGKILL whatever is left after ``grace_s``."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if not group_alive(pgid):
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def cmdline(pid: int) -> str:

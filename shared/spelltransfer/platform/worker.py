@@ -391,14 +391,11 @@ class TrainerWorker:
         import signal
 
         now = time.monotonic()
-        try:
-            if child.cancel_sent_at is None:
-                child.cancel_sent_at = now
-                os.killpg(child.popen.pid, signal.SIGTERM)
-            elif now - child.cancel_sent_at > CANCEL_GRACE_S:
-                os.killpg(child.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if child.cancel_sent_at is None:
+            child.cancel_sent_at = now
+            process.signal_group(child.popen.pid, signal.SIGTERM)
+        elif now - child.cancel_sent_at > CANCEL_GRACE_S:
+            process.signal_group(child.popen.pid, signal.SIGKILL)
 
     def _follow(self, record: TrialRecord, offset: int) -> tuple[list[dict], int]:
         """New lines of the trial's events.jsonl after byte ``offset``; keeps ``last_step`` current."""

@@ -11,22 +11,11 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
 
-
-def free_port(host: str = "127.0.0.1", avoid: set[int] | None = None) -> int:
-    """A port nobody listens on now (and, for gRPC-offset servers, not in ``avoid``)."""
-    avoid = avoid or set()
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
-        if port not in avoid:
-            return port
-    raise RuntimeError("no free port found")
+from spelltransfer.processes import free_port, signal_group, stop_group  # noqa: F401  (free_port: processes.free_port callers)
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -82,28 +71,14 @@ def stop(record: dict | None, timeout: float = 15.0) -> bool:
     if not is_running(record):
         return False
     pid = record["pid"]
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
+
+    def running() -> bool:
+        _reap(pid)
+        return is_running(record)
+
+    if not stop_group(pid, timeout, alive=running, poll_s=0.1, kill_wait_s=0.2):
         return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not is_running(record):
-            break
-        time.sleep(0.1)
-    else:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        time.sleep(0.2)
-        _reap(pid)
-    # Workers left in the group (uvicorn children) go too.
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    signal_group(pid, signal.SIGKILL)   # workers left in the group (uvicorn children) go too
     return True
 
 

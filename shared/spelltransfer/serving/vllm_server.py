@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from spelltransfer.errors import ConfigError, SpellTransferError
+from spelltransfer.processes import free_port, signal_group, stop_group
 
 SERVE_VENV_ENV = "SPELLTRANSFER_SERVE_PYTHON"
 # vLLM accepts only these LoRA ranks for --max-lora-rank.
@@ -128,12 +128,6 @@ def find_serve_python(explicit: str | None = None) -> str:
     raise ConfigError(f"no .venv-serve found: run `make serve-env` (or set {SERVE_VENV_ENV} to a python with vllm)")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def build_command(config: InferenceServerConfig, model_path: str, port: int, python: str) -> list[str]:
     """The vLLM command line; adapters become ``--lora-modules name=path``."""
     command = [
@@ -233,10 +227,7 @@ class VLLMServer:
     def terminate(self) -> None:
         """Ask the process group to stop (SIGTERM) without waiting: safe inside a signal handler."""
         if self.process is not None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            signal_group(self.process.pid, signal.SIGTERM)
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM the process group, SIGKILL after ``timeout_s``; returns once vLLM and the engine
@@ -250,40 +241,17 @@ class VLLMServer:
             try:
                 process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
-                _kill_group(process.pid)
+                signal_group(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
-        _stop_leftovers(process.pid, timeout_s)
+        # Members of the group still alive after vLLM exited (its engine core); one in uninterruptible
+        # sleep outlives SIGKILL, so the wait after it is bounded.
+        stop_group(process.pid, timeout_s, poll_s=0.1, kill_wait_s=5.0)
 
     def __enter__(self) -> "VLLMServer":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _stop_leftovers(pgid: int, timeout_s: float) -> None:
-    """Members of vLLM's process group still alive after it exited (its engine core): SIGTERM, then SIGKILL."""
-    deadline = time.monotonic() + timeout_s
-    signum = signal.SIGTERM
-    while True:
-        try:
-            os.killpg(pgid, signum)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            return
-        if time.monotonic() > deadline + 5:
-            return  # unkillable (uninterruptible sleep): nothing more a signal can do
-        if time.monotonic() > deadline:
-            signum = signal.SIGKILL
-        time.sleep(0.1)
 
 
 def serve_forever(config: InferenceServerConfig) -> int:
