@@ -35,7 +35,7 @@ def trial_message(record: TrialRecord) -> trainer_pb2.Trial:
 def event_message(trial_id: str, line: int, event: dict) -> trainer_pb2.TrialEvent:
     import json
 
-    from spelltransfer.platform.events import flatten_numbers
+    from spelltransfer.run_folder import flatten_numbers
 
     def number(key: str) -> float:
         value = event.get(key)

@@ -20,7 +20,7 @@ from spelltransfer.platform import process
 from spelltransfer.platform.protos import sweep_pb2, trainer_pb2, trainer_pb2_grpc
 from spelltransfer.platform.security import open_channel
 from spelltransfer.platform.worker import PACK_CANCEL_FILE, PACK_STATE_FILE, TrainerWorker
-from spelltransfer.train.events import read_events
+from spelltransfer.run_folder import read_events
 from platform_helpers import wait_until as _wait  # noqa: E402
 
 

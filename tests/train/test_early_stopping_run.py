@@ -8,7 +8,7 @@ import pytest
 from safetensors.torch import load_file
 
 from spelltransfer.train import run_training
-from spelltransfer.train.events import read_events
+from spelltransfer.run_folder import read_events
 
 
 def test_eval_loss_early_stop_restores_best(tiny_config, tmp_path):

@@ -21,7 +21,7 @@ import torch
 
 from spelltransfer.errors import ConfigError
 from spelltransfer.train.config import load_training_config
-from spelltransfer.train.events import read_events
+from spelltransfer.run_folder import read_events
 from spelltransfer.train.packed.job import PackManifest, PackMember, pack_key, run_pack, write_manifest
 
 LOSS_TOL = 1e-4

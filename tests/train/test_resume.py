@@ -9,7 +9,7 @@ import pytest
 
 from spelltransfer.errors import ConfigError
 from spelltransfer.train import run_training
-from spelltransfer.train.events import read_events
+from spelltransfer.run_folder import read_events
 
 
 def step_losses(run_dir):

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from spelltransfer.errors import SpellTransferError
+from spelltransfer.run_folder import RunFolder
 
 WANDB_TABLE_ROWS = 200
 PREDICTION_COLUMNS = ("task", "word", "prompt", "gold", "output", "extracted", "correct")
@@ -28,16 +29,17 @@ PREDICTION_COLUMNS = ("task", "word", "prompt", "gold", "output", "extracted", "
 def _run_config(run_dir: Path) -> dict:
     from spelltransfer.safe_yaml import load_yaml_file
 
-    config = load_yaml_file(run_dir / "config.yaml")
+    path = RunFolder(run_dir).config
+    config = load_yaml_file(path)
     if not isinstance(config, dict):
-        raise SpellTransferError(f"{run_dir / 'config.yaml'}: not a resolved training config (a mapping of sections)")
+        raise SpellTransferError(f"{path}: not a resolved training config (a mapping of sections)")
     return config
 
 
 def _from_run_dir(run_dir: Path) -> dict:
     config = _run_config(run_dir)
     transfer = config.get("transfer") or {}
-    return {"model": str(config["model"]["name"]), "adapter": str(run_dir / "final"),
+    return {"model": str(config["model"]["name"]), "adapter": str(RunFolder(run_dir).final),
             "data": str(config["training"]["data_dir"]), "split": "validation",
             "tasks": list(transfer.get("eval_tasks") or []) or None,
             "limit": transfer.get("eval_items_per_task"),

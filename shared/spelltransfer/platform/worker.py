@@ -9,8 +9,8 @@ One supervisor thread owns all child processes (it launches, polls and stops the
 only read and write the table. ``slots`` trials run at once; more are refused with
 ``ResourceExhaustedError`` so the controller can place them elsewhere.
 
-Run folders: ``WORK_DIR/runs/<trial_id>/`` (the training run folder of docs/architecture.md),
-with the child's stdout+stderr in ``train.log`` beside ``events.jsonl``.
+Run folders: ``WORK_DIR/runs/<trial_id>/`` (``spelltransfer.run_folder``: what the trainer writes
+and this worker reads), with the child's stdout+stderr in ``WORK_DIR/runs/<trial_id>.log``.
 
 Pack mode (``pack_size`` P > 1): pending training trials whose configs may share one base model
 (``spelltransfer.train.packed.job.pack_key``) start together as one pack process -- up to
@@ -44,8 +44,9 @@ from typing import Callable, Iterator
 from spelltransfer.errors import ConfigError
 from spelltransfer.platform import limits, process
 from spelltransfer.platform.errors import NotFoundError, ResourceExhaustedError
-from spelltransfer.platform.events import TASKS, accuracy_task, flatten_numbers, last_step, read_metrics, read_new_lines
 from spelltransfer.platform.roots import ServiceRoots
+from spelltransfer.run_folder import (CANCEL_FILE as PACK_CANCEL_FILE, PACK_STATE_FILE, TASKS,  # noqa: F401
+                                      PackFolder, RunFolder, RunReader, accuracy_task, flatten_numbers, request_cancel)
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,6 @@ CANCEL_GRACE_S = 5.0
 # opened) is tried this many times, START_RETRY_S apart, then FAILED with the reason.
 MAX_START_ATTEMPTS = 3
 START_RETRY_S = 0.5
-EVAL_FILE = "validation_eval.json"
-TRACKING_FILE = "tracking.json"  # written by spelltransfer.track.CompositeTracker
 SWEEP_JOB_TYPES = {"train": "train", "eval": "validation"}
 
 _SCHEMA = """
@@ -77,9 +76,6 @@ _MIGRATIONS = (
     ("pack_key", "TEXT NOT NULL DEFAULT ''"),   # which trials may share a pack ('' = none may)
 )
 PACKS_DIR = "packs"
-# The pack job's file names (spelltransfer.train.packed.job), repeated so reading them needs no torch.
-PACK_CANCEL_FILE = "CANCEL"
-PACK_STATE_FILE = "state.pt"
 
 
 @dataclass(frozen=True)
@@ -113,8 +109,7 @@ class TrialRecord:
     @property
     def tracking_run_ids(self) -> dict[str, str]:
         """The trainer's tracker run ids (``{"mlflow": ..., "wandb": ...}``) from ``tracking.json``."""
-        ids = _read_json(Path(self.output_dir) / TRACKING_FILE) or {}
-        return {str(k): str(v) for k, v in ids.items() if isinstance(v, str) and v}
+        return RunReader(self.output_dir).tracking_run_ids()
 
 
 @dataclass
@@ -271,7 +266,7 @@ class TrainerWorker:
                 return record
             if record.pack_id and record.phase == "train":
                 # The pack process drops it at its next step; the others train on.
-                _touch(Path(record.output_dir) / PACK_CANCEL_FILE)
+                request_cancel(record.output_dir)
                 self._update(trial_id, state=CANCELLED, stop_reason="cancelled", cancel_requested=1)
             elif record.state == PENDING and trial_id not in self._children:
                 self._update(trial_id, state=CANCELLED, stop_reason="cancelled", cancel_requested=1)
@@ -288,12 +283,11 @@ class TrainerWorker:
               poll_s: float = 0.2) -> Iterator[tuple[int, dict]]:
         """Yield ``(line_number, event)`` from events.jsonl as written, then ``(0, {"event": "state"})``
         once the trial is finished and every line has been read."""
-        record = self.get_trial(trial_id)
-        path = Path(record.output_dir) / "events.jsonl"
+        reader = RunReader(self.get_trial(trial_id).output_dir)
         offset, line = 0, 0
         while is_active():
             finished = self.get_trial(trial_id).state in TERMINAL  # read state *before* the file
-            events, offset = read_new_lines(path, offset)
+            events, offset = reader.new_events(offset)
             for event in events:
                 line += 1
                 if line > from_line:
@@ -376,10 +370,10 @@ class TrainerWorker:
     def _launch(self, record: TrialRecord) -> None:
         output_dir = Path(record.output_dir)
         if record.phase == "eval":
-            argv = self._eval_command(str(output_dir), str(output_dir / EVAL_FILE))
+            argv = self._eval_command(str(output_dir), str(RunFolder(output_dir).validation_eval))
             resume = False
         else:
-            resume = any((output_dir / "checkpoints").glob("step-*"))
+            resume = RunReader(output_dir).has_checkpoints()
             argv = self._train_command(record.config_path, record.overrides, str(output_dir), resume)
         popen = process.spawn(argv, output_dir.parent / f"{record.trial_id}.log", env=_child_env(record))
         self._children[record.trial_id] = _Child(popen)
@@ -399,7 +393,7 @@ class TrainerWorker:
 
     def _follow(self, record: TrialRecord, offset: int) -> tuple[list[dict], int]:
         """New lines of the trial's events.jsonl after byte ``offset``; keeps ``last_step`` current."""
-        events, offset = read_new_lines(Path(record.output_dir) / "events.jsonl", offset)
+        events, offset = RunReader(record.output_dir).new_events(offset)
         steps = [int(e["step"]) for e in events if isinstance(e.get("step"), (int, float))]
         if steps and max(steps) != record.last_step:
             self._update(record.trial_id, last_step=max(steps))
@@ -408,12 +402,13 @@ class TrainerWorker:
     def _finish(self, record: TrialRecord, returncode: int, log_path: Path | None = None) -> None:
         """Record how a trial's process ended; ``log_path``: its output when not ``runs/<id>.log`` (a pack's)."""
         output_dir = Path(record.output_dir)
-        metrics = read_metrics(output_dir)
-        step = last_step(output_dir)
+        reader = RunReader(output_dir)
+        metrics = reader.metrics()
+        step = reader.last_step()
         if record.cancel_requested:
             self._update(record.trial_id, state=CANCELLED, stop_reason="cancelled", last_step=step, pgid=None)
         elif record.phase == "eval":
-            result = _read_json(output_dir / EVAL_FILE)
+            result = reader.validation_eval()
             if returncode == 0 and result is not None and metrics is not None:
                 merged = dict(metrics, validation=result)
                 self._update(record.trial_id, state=SUCCEEDED, metrics_json=json.dumps(merged), pgid=None)
@@ -449,7 +444,7 @@ class TrainerWorker:
 
     def _error_message(self, output_dir: Path, trial_id: str, returncode: int, metrics: dict | None,
                        log_path: Path | None = None) -> str:
-        events, _ = read_new_lines(output_dir / "events.jsonl", 0)
+        events, _ = RunReader(output_dir).new_events(0)
         errors = [e for e in events if e.get("event") == "error"]
         if errors:
             return f"exit {returncode}: {errors[-1].get('message') or errors[-1].get('error') or errors[-1]}"
@@ -526,8 +521,9 @@ class TrainerWorker:
         write_manifest(pack_dir, PackManifest(pack_id=pack_id, members=[
             PackMember(trial_id=r.trial_id, config_path=r.config_path, overrides=r.overrides, output_dir=r.output_dir)
             for r in everyone]))
-        resume = (pack_dir / PACK_STATE_FILE).is_file()
-        popen = process.spawn(self._pack_command(str(pack_dir), resume), pack_dir / "pack.log", env=_child_env(to_run[0]))
+        resume = PackFolder(pack_dir).state.is_file()
+        popen = process.spawn(self._pack_command(str(pack_dir), resume), PackFolder(pack_dir).log,
+                              env=_child_env(to_run[0]))
         self._packs[pack_id] = _Pack(popen, pack_dir, {r.trial_id for r in to_run}, {}, set())
         with self._lock:
             for record in to_run:  # a member cancelled meanwhile stays CANCELLED (the pack drops it)
@@ -545,11 +541,10 @@ class TrainerWorker:
                 if record.state in TERMINAL:  # cancelled meanwhile: the pack drops it on its own
                     pack.members.discard(trial_id)
                     continue
-                output_dir = Path(record.output_dir)
                 events, pack.offsets[trial_id] = self._follow(record, pack.offsets.get(trial_id, 0))
                 if any(e.get("event") == "done" for e in events):
                     pack.done_seen.add(trial_id)
-                if trial_id in pack.done_seen and (output_dir / "metrics.json").is_file():
+                if trial_id in pack.done_seen and RunReader(record.output_dir).finished():
                     pack.members.discard(trial_id)
                     self._finish(self.get_trial(trial_id), 0)
             if pack.popen.poll() is None:
@@ -558,7 +553,7 @@ class TrainerWorker:
             for trial_id in sorted(pack.members):
                 record = self.get_trial(trial_id)
                 if record.state not in TERMINAL:
-                    self._finish(record, pack.popen.returncode, log_path=pack.pack_dir / "pack.log")
+                    self._finish(record, pack.popen.returncode, log_path=PackFolder(pack.pack_dir).log)
             log.info("pack %s: exited with %s", pack_id, pack.popen.returncode)
 
     # ---- restart recovery ----
@@ -613,16 +608,3 @@ def _child_env(record: TrialRecord) -> dict[str, str]:
         env["WANDB_RUN_GROUP"] = sweep
         env["WANDB_JOB_TYPE"] = SWEEP_JOB_TYPES.get(record.phase, record.phase)
     return env
-
-
-def _touch(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None

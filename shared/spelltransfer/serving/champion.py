@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 from spelltransfer.errors import ConfigError, ModelNotFoundError
+from spelltransfer.run_folder import RunFolder
 
 
 def find_adapter_folder(root: Path) -> Path:
-    for candidate in (root, root / "final", root / "adapter"):
+    for candidate in (root, RunFolder(root).final, root / "adapter"):
         if (candidate / "adapter_config.json").is_file():
             return candidate
     found = sorted(root.rglob("adapter_config.json"))

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from spelltransfer.atomic import staged_dir
 from spelltransfer.errors import ConfigError, ModelNotFoundError
+from spelltransfer.run_folder import FINAL_DIR, RunFolder
 from spelltransfer.serving.model_card import load_eval_files, render_card
 
 DEFAULT_MODELS_DIR = Path("results/deployment/models")
@@ -46,8 +47,8 @@ class ExportConfig(BaseModel):
     @classmethod
     def _adapter_folder(cls, path: Path) -> Path:
         path = Path(path).expanduser()
-        if (path / "final" / "adapter_config.json").is_file():
-            path = path / "final"
+        if (RunFolder(path).final / "adapter_config.json").is_file():
+            path = RunFolder(path).final
         if not (path / "adapter_config.json").is_file():
             raise ValueError(f"{path} has no adapter_config.json (expected a PEFT adapter folder or a run folder)")
         return path.resolve()
@@ -56,7 +57,7 @@ class ExportConfig(BaseModel):
     def export_name(self) -> str:
         if self.name:
             return self.name
-        folder = self.adapter.parent if self.adapter.name == "final" else self.adapter
+        folder = self.adapter.parent if self.adapter.name == FINAL_DIR else self.adapter
         return folder.name
 
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from spelltransfer.errors import ConfigError, SpellTransferError
 from spelltransfer.processes import free_port, signal_group, stop_group
+from spelltransfer.run_folder import RunFolder
 
 SERVE_VENV_ENV = "SPELLTRANSFER_SERVE_PYTHON"
 # vLLM accepts only these LoRA ranks for --max-lora-rank.
@@ -47,8 +48,8 @@ class AdapterSpec(BaseModel):
     @classmethod
     def _is_adapter(cls, path: Path) -> Path:
         path = Path(path).expanduser().resolve()
-        if (path / "final" / "adapter_config.json").is_file():
-            path = path / "final"  # a training run folder: its adapter is in final/
+        if (RunFolder(path).final / "adapter_config.json").is_file():
+            path = RunFolder(path).final  # a training run folder: its adapter is in final/
         if not (path / "adapter_config.json").is_file():
             raise ValueError(f"adapter path {path} has no adapter_config.json (expected a PEFT adapter folder)")
         return path

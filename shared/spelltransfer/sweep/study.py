@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from spelltransfer.platform.events import accuracy_task, item_count_task
+from spelltransfer.run_folder import accuracy_task, item_count_task
 from spelltransfer.sweep.spec import SweepSpec
 
 TASKS = ("spelling", "position", "count")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from spelltransfer.atomic import write_text_atomic
+from spelltransfer.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -82,4 +83,4 @@ def build_tracker(config, experiment: str, run_dir: Path) -> CompositeTracker:
         from spelltransfer.track.wandb_tracker import WandbTracker
 
         trackers.append(WandbTracker(config.wandb, run_dir))
-    return CompositeTracker(trackers, run_dir / "tracking.json")
+    return CompositeTracker(trackers, RunFolder(run_dir).tracking)

@@ -14,7 +14,6 @@ prompt/completion data.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import time
@@ -23,16 +22,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from spelltransfer.atomic import staged_dir, write_text_atomic
+from spelltransfer.atomic import staged_dir
 from spelltransfer.errors import ConfigError, DataError, short_repr
 from spelltransfer.train.checkpoints import (
     latest_valid_checkpoint, list_checkpoints, load_adapter_weights, load_checkpoint, prune_checkpoints, save_checkpoint,
 )
+from spelltransfer import run_folder
+from spelltransfer.run_folder import RunFolder, RunWriter
 from spelltransfer.safe_yaml import load_yaml_file
 from spelltransfer.train.config import RunConfig, validate_config
 from spelltransfer.train.dataset import BatchOrder, mix_tasks, read_split, tokenize_example
 from spelltransfer.train.early_stopping import EarlyStopping
-from spelltransfer.train.events import EventLog
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +79,22 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _prepare_output_dir(config: RunConfig, output_dir: Path, resume: bool) -> None:
-    saved = output_dir / "config.yaml"
-    has_checkpoints = bool(list_checkpoints(output_dir / "checkpoints"))
+def open_run_folder(config: RunConfig, output_dir: Path, resume: bool, on_event: Callable[[dict], None] | None = None,
+                    flush_only: tuple[str, ...] = ()) -> RunWriter:
+    """Check ``output_dir`` may take this run (a resume must not change what is trained), save the
+    resolved config there and return the folder's writer."""
+    folder = RunFolder(output_dir)
+    has_checkpoints = bool(list_checkpoints(folder.checkpoints))
     if has_checkpoints and not resume:
         raise ConfigError(f"{output_dir} already holds checkpoints; pass --resume to continue it or choose another --output-dir")
-    if resume and saved.is_file():
-        previous = validate_config(load_yaml_file(saved) or {}, source=str(saved))
+    if resume and folder.config.is_file():
+        previous = validate_config(load_yaml_file(folder.config) or {}, source=str(folder.config))
         changed = _differences(previous.model_dump(mode="json"), config.model_dump(mode="json"))
         if changed:
-            raise ConfigError(f"--resume with a config that differs from {saved}: {', '.join(changed)}")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(saved, config.to_yaml(), fsync=False)
+            raise ConfigError(f"--resume with a config that differs from {folder.config}: {', '.join(changed)}")
+    writer = RunWriter(output_dir, on_event, flush_only)
+    writer.write_config(config.to_yaml())
+    return writer
 
 
 def _seed_everything(seed: int) -> None:
@@ -216,9 +220,9 @@ def run_training(config: RunConfig, output_dir: str | Path | None = None, resume
             raise ConfigError("--resume needs --output-dir or training.run_name to find the run")
         output_dir = default_output_dir(config)
     output_dir = Path(output_dir)
-    _prepare_output_dir(config, output_dir, resume)
+    writer = open_run_folder(config, output_dir, resume, on_event)
+    folder = writer.folder
     run_name = training.run_name or output_dir.name
-    events = EventLog(output_dir / "events.jsonl", on_event)
     tracker = None
     try:
         if training.num_threads:
@@ -242,7 +246,7 @@ def run_training(config: RunConfig, output_dir: str | Path | None = None, resume
         want_accuracy = es_config.metric == "accuracy"
 
         steps_done, tokens_seen, history, resumed_from, last_loss = 0, 0, [], None, None
-        checkpoint_root = output_dir / "checkpoints"
+        checkpoint_root = folder.checkpoints
         if resume:
             checkpoint = latest_valid_checkpoint(checkpoint_root)
             if checkpoint is None:
@@ -259,7 +263,7 @@ def run_training(config: RunConfig, output_dir: str | Path | None = None, resume
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         tracker = build_tracker(training.tracking, training.experiment, output_dir)
         tracker.start(run_name, config.flat(), {"backend": backend.name, "output_dir": str(output_dir.resolve())})
-        events.emit("start", steps_done, backend=backend.name, device=device, max_steps=training.max_steps,
+        writer.emit("start", steps_done, backend=backend.name, device=device, max_steps=training.max_steps,
                     precision=resolve_precision(training.precision, device),
                     train_examples=len(train_examples), eval_examples=len(eval_examples),
                     trainable_params=trainable, resumed_from=resumed_from, output_dir=str(output_dir))
@@ -270,7 +274,7 @@ def run_training(config: RunConfig, output_dir: str | Path | None = None, resume
             saved = save_checkpoint(checkpoint_root, step, model, optimizer, scheduler, state)
             keep = {stopper.best_step} if es_config.enabled and stopper.best_step is not None else set()
             prune_checkpoints(checkpoint_root, training.keep_last, keep)
-            events.emit("checkpoint", step, path=str(saved.path))
+            writer.emit("checkpoint", step, path=str(saved.path))
 
         micro = training.batch_size // training.grad_accum
         started = time.perf_counter()
@@ -298,13 +302,13 @@ def run_training(config: RunConfig, output_dir: str | Path | None = None, resume
             step += 1
             last_loss = step_loss
             if step % training.logging_steps == 0 or step == training.max_steps:
-                events.emit("step", step, loss=step_loss, lr=lr, tokens=tokens_seen)
+                writer.emit("step", step, loss=step_loss, lr=lr, tokens=tokens_seen)
                 tracker.log_metrics({"train/loss": step_loss, "train/lr": lr, "train/tokens": tokens_seen}, step)
             improved = False
             if step % training.eval_steps == 0 or step == training.max_steps:
                 metrics = evaluator(with_accuracy=want_accuracy)
                 history.append({"step": step, **metrics})
-                events.emit("eval", step, metrics=metrics)
+                writer.emit("eval", step, metrics=metrics)
                 tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step)
                 if es_config.enabled:
                     improved = stopper.update(step, metrics[es_config.metric])
@@ -318,52 +322,45 @@ def run_training(config: RunConfig, output_dir: str | Path | None = None, resume
         if not history or history[-1]["step"] != step:  # e.g. resumed after the last step's eval
             metrics = evaluator(with_accuracy=want_accuracy)
             history.append({"step": step, **metrics})
-            events.emit("eval", step, metrics=metrics)
-        final_metrics = {k: v for k, v in history[-1].items() if k != "step"}
+            writer.emit("eval", step, metrics=metrics)
         best_step = stopper.best_step if es_config.enabled else None
-        best_metrics = next((dict(h) for h in history if h["step"] == best_step), {}) if best_step else {}
-        best_metrics.pop("step", None)
         if best_step is not None and best_step != step:
             best = next(c for c in list_checkpoints(checkpoint_root) if c.step == best_step)
             load_adapter_weights(best.path, model)
-        adapter_dir = output_dir / "final"
+        adapter_dir = folder.final
         _save_adapter_atomic(model, tokenizer, adapter_dir)
 
         metric_name = es_config.metric if es_config.enabled else "eval_loss"
         plot_path = _plot(config, history, metric_name, output_dir, run_name, best_step, step, stop_reason)
-        summary = {
-            "stop": {"step": step, "reason": stop_reason},
-            "final": {"step": history[-1]["step"], **final_metrics},
-            "best": {"step": best_step, "metric": metric_name, **best_metrics} if best_step else None,
-            "adapter": {"path": str(adapter_dir), "from_step": best_step or step},
-            "backend": backend.name, "device": device, "base_model": loaded.model_path,
-            "last_train_loss": last_loss, "tokens_seen": tokens_seen, "train_seconds_this_session": round(train_seconds, 2),
-            "resumed_from": resumed_from, "history": history, "plot": str(plot_path) if plot_path else None,
-        }
-        metrics_path = output_dir / "metrics.json"
-        write_text_atomic(metrics_path, json.dumps(summary, indent=1), fsync=False)
+        summary = run_folder.metrics_summary(
+            history=history, stop_step=step, stop_reason=stop_reason, best_step=best_step, metric_name=metric_name,
+            adapter_dir=adapter_dir, backend=backend.name, device=device, base_model=loaded.model_path,
+            last_train_loss=last_loss, tokens_seen=tokens_seen, train_seconds=train_seconds,
+            resumed_from=resumed_from, plot_path=plot_path)
+        final_metrics, best_metrics = run_folder.final_metrics(history), run_folder.best_metrics(history, best_step)
+        metrics_path = writer.write_metrics(summary, fsync=False)
         tracker.log_metrics({f"best/{k}": v for k, v in best_metrics.items()} | {"stop_step": step}, step)
         tracker.log_artifact(metrics_path)
-        tracker.log_artifact(output_dir / "config.yaml")
+        tracker.log_artifact(folder.config)
         if plot_path:
             tracker.log_artifact(plot_path)
         if training.tracking.mlflow.log_adapter:
             tracker.log_artifact(adapter_dir, "adapter")
         tracker.finish("FINISHED")
-        events.emit("done", step, reason=stop_reason, best_step=best_step, adapter=str(adapter_dir))
+        writer.emit("done", step, reason=stop_reason, best_step=best_step, adapter=str(adapter_dir))
         return TrainResult(output_dir, adapter_dir, backend.name, stop_reason, step, best_step, best_metrics,
                            final_metrics, last_loss, tokens_seen, train_seconds, metrics_path, plot_path,
                            resumed_from, history)
     except BaseException as error:
         message = f"{type(error).__name__}: {error}"
         with contextlib.suppress(Exception):
-            events.emit("error", -1, message=message)
+            writer.emit("error", -1, message=message)
         if tracker is not None:
             with contextlib.suppress(Exception):
                 tracker.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     finally:
-        events.close()
+        writer.close()
 
 
 def _save_adapter_atomic(model, tokenizer, adapter_dir: Path) -> None:

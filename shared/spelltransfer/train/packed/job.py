@@ -72,17 +72,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from spelltransfer import run_folder
 from spelltransfer.errors import ConfigError, SpellTransferError, format_validation_error
+from spelltransfer.run_folder import CANCEL_FILE, PACK_STATE_FILE as STATE_FILE, PackFolder, RunReader, RunWriter  # noqa: F401
 from spelltransfer.train.config import RunConfig, load_training_config
-from spelltransfer.train.events import EventLog
 from spelltransfer.train.packed.trials import TRIAL_FIELDS, TrialSpec
 
 log = logging.getLogger(__name__)
-
-PACK_FILE = "pack.json"
-STATE_FILE = "state.pt"
-CANCEL_FILE = "CANCEL"
-EVAL_FILE = "validation_eval.json"   # the worker's eval phase writes the same file
 
 # Fields (and sections) that only change a member's own logging, evaluation, stopping and files.
 MEMBER_FIELDS = (
@@ -117,7 +113,7 @@ class PackManifest(BaseModel):
 
 
 def read_manifest(pack_dir: str | Path) -> PackManifest:
-    path = Path(pack_dir) / PACK_FILE
+    path = PackFolder(pack_dir).manifest
     if not path.is_file():
         raise ConfigError(f"{path} does not exist (the worker writes it before starting the pack)")
     try:
@@ -136,7 +132,7 @@ def write_manifest(pack_dir: str | Path, manifest: PackManifest) -> Path:
 
     pack_dir = Path(pack_dir)
     pack_dir.mkdir(parents=True, exist_ok=True)
-    return write_text_atomic(pack_dir / PACK_FILE, manifest.model_dump_json(indent=1))
+    return write_text_atomic(PackFolder(pack_dir).manifest, manifest.model_dump_json(indent=1))
 
 
 # ----------------------------------------------------------------------------- which configs pack together
@@ -226,7 +222,7 @@ class _Member:
     best_row: Any = None                                  # adapter weights of the best step (early stopping)
     finished: bool = False
     cancelled: bool = False
-    events: EventLog | None = None
+    events: RunWriter | None = None
     tracker: Any = None
     eval_records: list = field(default_factory=list)
     eval_prepared: list = field(default_factory=list)
@@ -255,13 +251,6 @@ class _Member:
         self.finished, self.cancelled = bool(state["finished"]), bool(state["cancelled"])
 
 
-def _last_event(path: Path) -> dict | None:
-    from spelltransfer.train.events import read_events
-
-    events = read_events(path)
-    return events[-1] if events else None
-
-
 class PackJob:
     """Train the members of one pack folder; see the module docstring."""
 
@@ -273,7 +262,7 @@ class PackJob:
         self.shared = configs[0]
         self.members = [_Member(k, trial_spec(c, m.trial_id), m, c, Path(m.output_dir).resolve())
                         for k, (m, c) in enumerate(zip(self.manifest.members, configs))]
-        self.state_path = self.pack_dir / STATE_FILE
+        self.state_path = PackFolder(self.pack_dir).state
         if self.state_path.exists() and not resume:
             raise ConfigError(f"{self.pack_dir} already holds a pack state ({STATE_FILE}); pass --resume to continue it")
         self.trainer = None
@@ -290,7 +279,7 @@ class PackJob:
 
         for member in self.members:
             member.stopper = EarlyStopping.from_config(member.config.training.early_stopping)
-            if (member.output_dir / "metrics.json").is_file():
+            if RunReader(member.output_dir).finished():
                 member.finished = True   # finished before a restart (maybe after the last pack save)
         if all(m.finished or self._cancel_requested(m) for m in self.members):
             self._close_cancelled_before_start()
@@ -325,7 +314,7 @@ class PackJob:
         from spelltransfer.track import build_tracker
         from spelltransfer.train.model_config import resolve_target_modules
         from spelltransfer.train.packed.trainer import PackedTrainer, prepare_examples
-        from spelltransfer.train.trainer import _load_examples, _prepare_output_dir
+        from spelltransfer.train.trainer import _load_examples, open_run_folder
 
         shared = self.shared
         if shared.training.num_threads:
@@ -377,9 +366,8 @@ class PackJob:
             if member.ended:
                 continue
             config, training = member.config, member.config.training
-            _prepare_output_dir(config, member.output_dir, self.resume)
             # step lines flushed, not fsynced: K members' fsyncs per step would dominate a GPU step
-            member.events = EventLog(member.output_dir / "events.jsonl", flush_only=("step",))
+            member.events = open_run_folder(config, member.output_dir, self.resume, flush_only=("step",))
             member.tracker = build_tracker(training.tracking, training.experiment, member.output_dir)
             member.tracker.start(training.run_name or member.output_dir.name, config.flat(),
                                  {"backend": "packed", "pack_id": self.manifest.pack_id,
@@ -514,7 +502,7 @@ class PackJob:
 
     def _finish(self, members: list[_Member], step: int) -> None:
         """Adapter, validation evaluation, done event and (last) metrics.json of members ending at ``step``."""
-        from spelltransfer.atomic import staged_dir, write_text_atomic
+        from spelltransfer.atomic import staged_dir
         from spelltransfer.data import load_split
         from spelltransfer.evaluate.evaluator import EvalResult
         from spelltransfer.train.trainer import _plot
@@ -524,7 +512,7 @@ class PackJob:
             best_step = member.stopper.best_step if member.es_enabled else None
             if best_step is not None and best_step != step and member.best_row is not None:
                 trainer.set_trial_row(member.index, member.best_row)   # the trial has ended: its row is free
-            with staged_dir(member.output_dir / "final") as staging:
+            with staged_dir(member.events.folder.final) as staging:
                 trainer.export(member.index, staging)
                 self.tokenizer.save_pretrained(staging)
 
@@ -540,42 +528,33 @@ class PackJob:
         for member in members:
             training, config = member.config.training, member.config
             predictions, tasks, seconds, n_items = scored[member]
-            adapter_dir = member.output_dir / "final"
+            adapter_dir = member.events.folder.final
             validation = EvalResult(tasks=tasks, model=str(config.model.name), adapter=str(adapter_dir),
                                     data=str(training.data_dir), split="validation", n_items=n_items,
                                     seconds=round(seconds, 3),
                                     items_per_second=round(n_items / seconds, 3) if seconds > 0 else 0.0,
                                     batch_size=training.eval_batch_size, predictions=predictions)
-            validation.save(member.output_dir / EVAL_FILE)
+            validation.save(member.events.folder.validation_eval)
             es = training.early_stopping
             stopping = es.enabled and member.stopper.should_stop
             reason = "early_stopping" if stopping else "max_steps"
             best_step = member.stopper.best_step if es.enabled else None
-            best_metrics = next((dict(h) for h in member.history if h["step"] == best_step), {}) if best_step else {}
-            best_metrics.pop("step", None)
-            final_metrics = {k: v for k, v in member.history[-1].items() if k != "step"}
             metric_name = es.metric if es.enabled else "eval_loss"
             run_name = training.run_name or member.output_dir.name
             plot_path = _plot(config, member.history, metric_name, member.output_dir, run_name, best_step, step, reason)
             losses = trainer.history.losses[member.index]
-            summary = {
-                "stop": {"step": step, "reason": reason},
-                "final": {"step": member.history[-1]["step"], **final_metrics},
-                "best": {"step": best_step, "metric": metric_name, **best_metrics} if best_step else None,
-                "adapter": {"path": str(adapter_dir), "from_step": best_step or step},
-                "backend": "packed", "device": self.device, "base_model": self.model_path,
-                "last_train_loss": losses[-1] if losses else None, "tokens_seen": member.tokens_seen,
-                "train_seconds_this_session": round(time.perf_counter() - self._started, 2),
-                "resumed_from": self.resumed_from, "history": member.history,
-                "plot": str(plot_path) if plot_path else None,
-                "validation": validation.model_dump(),
-                "pack": {"pack_id": self.manifest.pack_id, "members": [m.trial_id for m in self.members]},
-            }
+            summary = run_folder.metrics_summary(
+                history=member.history, stop_step=step, stop_reason=reason, best_step=best_step,
+                metric_name=metric_name, adapter_dir=adapter_dir, backend="packed", device=self.device,
+                base_model=self.model_path, last_train_loss=losses[-1] if losses else None,
+                tokens_seen=member.tokens_seen, train_seconds=time.perf_counter() - self._started,
+                resumed_from=self.resumed_from, plot_path=plot_path, validation=validation.model_dump(),
+                pack={"pack_id": self.manifest.pack_id, "members": [m.trial_id for m in self.members]})
             member.events.emit("done", step, reason=reason, best_step=best_step, adapter=str(adapter_dir))
-            metrics_path = member.output_dir / "metrics.json"
-            write_text_atomic(metrics_path, json.dumps(summary, indent=1))
+            metrics_path = member.events.write_metrics(summary)
             member.finished = True
-            self._track_finish(member, summary, best_metrics, step, metrics_path, plot_path)
+            self._track_finish(member, summary, run_folder.best_metrics(member.history, best_step), step,
+                               metrics_path, plot_path)
 
     def _track_finish(self, member: _Member, summary: dict, best_metrics: dict, step: int, metrics_path: Path,
                       plot_path) -> None:
@@ -583,15 +562,15 @@ class PackJob:
         validation = {f"validation/{task}_accuracy": t["accuracy"] for task, t in summary["validation"]["tasks"].items()}
         tracker.log_metrics({f"best/{k}": v for k, v in best_metrics.items()} | validation | {"stop_step": step}, step)
         tracker.log_artifact(metrics_path)
-        tracker.log_artifact(member.output_dir / "config.yaml")
+        tracker.log_artifact(member.events.folder.config)
         if plot_path:
             tracker.log_artifact(plot_path)
         if member.config.training.tracking.mlflow.log_adapter:
-            tracker.log_artifact(member.output_dir / "final", "adapter")
+            tracker.log_artifact(member.events.folder.final, "adapter")
         tracker.finish("FINISHED")
 
     def _cancel_requested(self, member: _Member) -> bool:
-        return (member.output_dir / CANCEL_FILE).exists()
+        return RunReader(member.output_dir).cancel_requested()
 
     def _drop_cancelled(self) -> None:
         for member in self.members:
@@ -610,12 +589,10 @@ class PackJob:
             if member.finished or not self._cancel_requested(member):
                 continue
             member.cancelled = True
-            path = member.output_dir / "events.jsonl"
-            last = _last_event(path)
+            last = RunReader(member.output_dir).last_event()
             if last is None or last.get("event") != "done":
-                events = EventLog(path)
-                events.emit("done", int(last.get("step", 0)) if last else 0, reason="cancelled")
-                events.close()
+                with RunWriter(member.output_dir) as writer:
+                    writer.emit("done", int(last.get("step", 0)) if last else 0, reason="cancelled")
 
     def _save(self, step: int) -> None:
         """The whole pack's state to ``DIR/state.pt``, atomically."""
