@@ -7,6 +7,7 @@ addresses must point at ports services listen on, and only MinIO/MLflow may see 
 
 from __future__ import annotations
 
+import importlib
 import re
 import shlex
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 import typer
 import yaml
+
+from spelltransfer.cli.platform import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.gpu.yml"
@@ -36,6 +39,14 @@ def _entrypoint(dockerfile: Path) -> list[str]:
     return yaml.safe_load(match.group(1)) if match else []
 
 
+def _service_command(name: str):
+    """The typer command behind `spelltransfer platform NAME` (services/MODULE/__main__.py)."""
+    module = importlib.import_module(SERVICES[name][0] + ".__main__")
+    app = typer.Typer()
+    app.command()(getattr(module, name))
+    return typer.main.get_command(app)
+
+
 def _check_cli(root, argv: list[str]) -> None:
     """argv after `spelltransfer`: subcommands exist and every --option is accepted."""
     command = root
@@ -44,6 +55,9 @@ def _check_cli(root, argv: list[str]) -> None:
         name = args.pop(0)
         assert name in command.commands, f"`spelltransfer ... {name}`: no such command (in {sorted(command.commands)})"
         command = command.commands[name]
+    if command.name in SERVICES and not command.params:
+        # `spelltransfer platform NAME` hands its options to `python -m services.MODULE`: check those.
+        command = _service_command(command.name)
     accepted = {opt for param in command.params for opt in getattr(param, "opts", [])}
     for arg in args:
         if arg.startswith("--"):
