@@ -21,7 +21,7 @@ def test_asha_prunes_a_trial_worse_than_its_rung(tmp_path, base_config):
             "pruner": {"kind": "asha", "metric": "eval_loss", "min_resource": 2, "reduction_factor": 2},
             "results_dir": str(tmp_path / "results"), "mlflow": {"enabled": False}})
         controller.submit(spec_yaml)
-        sweep = controller._open("p")
+        sweep = controller.sweeps.open("p")
         for loss in (1.0, 1.2):  # two earlier trials that reached step 2 with low loss
             trial = sweep.study.ask()
             suggest(trial, sweep.spec)
@@ -31,22 +31,22 @@ def test_asha_prunes_a_trial_worse_than_its_rung(tmp_path, base_config):
         def running_attempt():
             trial = sweep.study.ask()
             suggest(trial, sweep.spec)
-            row = controller.store.add_dispatch("p", trial.number, 1, trial._trial_id, [])
+            row = controller.store.add_dispatch("p", trial.number, 1, sweep.trials.trial_id(trial.number), [])
             return controller.store.update_dispatch(row, state="RUNNING", worker="127.0.0.1:9")
 
         good = running_attempt()
-        kept = controller._report(None, good, sweep, trainer_pb2.TrialEvent(event="eval", step=2,
-                                                                             metrics={"eval_loss": 0.9}))
+        kept = controller.follower.report(good, sweep, trainer_pb2.TrialEvent(event="eval", step=2,
+                                                                              metrics={"eval_loss": 0.9}))
         assert not kept.pruned
 
         bad = running_attempt()
-        pruned = controller._report(None, bad, sweep, trainer_pb2.TrialEvent(event="eval", step=2,
-                                                                              metrics={"eval_loss": 5.0}))
+        pruned = controller.follower.report(bad, sweep, trainer_pb2.TrialEvent(event="eval", step=2,
+                                                                               metrics={"eval_loss": 5.0}))
         assert pruned.pruned and controller.store.dispatch("p", bad.number, 1).pruned
 
         # The worker reports the trial cancelled: Optuna records PRUNED, trials.csv says so.
-        controller._on_worker_finished(None, pruned, sweep, trainer_pb2.Trial(state=trainer_pb2.TRIAL_CANCELLED,
-                                                                               last_step=2))
+        cancelled = trainer_pb2.Trial(state=trainer_pb2.TRIAL_CANCELLED, last_step=2)
+        controller.follower.on_worker_finished(pruned, sweep, cancelled)
         view = controller.get("p")
         states = {t.number: t.state for t in view.trials}
         assert states[bad.number] == "PRUNED" and states[good.number] == "RUNNING"

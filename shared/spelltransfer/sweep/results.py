@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from spelltransfer.atomic import write_text_atomic
 
 if TYPE_CHECKING:
-    from spelltransfer.sweep.controller import SweepView, TrialView
+    from spelltransfer.sweep.views import SweepView, TrialView
 
 ACCURACY_COLUMNS = ("spelling_accuracy", "position_accuracy", "count_accuracy")
 ITEM_COUNT_COLUMNS = ("spelling_n", "position_n", "count_n")  # validation items behind each accuracy

@@ -2,12 +2,14 @@
 
 Storage is RDB: SQLite by default (one file beside the controller's state), any SQLAlchemy URL
 (PostgreSQL) when controllers and users spread over hosts. The study is loaded if it exists, so
-a restarted controller continues the same study.
+a restarted controller continues the same study. ``SweepStudy`` is how the controller talks to it:
+public Optuna API only, trials named by number.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from spelltransfer.run_folder import accuracy_task, item_count_task
 from spelltransfer.sweep.spec import SweepSpec
 
 TASKS = ("spelling", "position", "count")
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
 def storage_url(spec: SweepSpec, state_dir: Path) -> str:
@@ -57,8 +60,9 @@ def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(spec: SweepSpec, url: str) -> optuna.Study:
-    study = optuna.create_study(study_name=spec.name, storage=make_storage(url), sampler=make_sampler(spec),
+def open_study(spec: SweepSpec, url: str | optuna.storages.BaseStorage) -> optuna.Study:
+    storage = make_storage(url) if isinstance(url, str) else url
+    study = optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
                                 pruner=make_pruner(spec), direction="maximize", load_if_exists=True)
     existing = len(study.get_trials(deepcopy=False))
     if existing:
@@ -66,6 +70,70 @@ def open_study(spec: SweepSpec, url: str) -> optuna.Study:
         # or it would propose the first trials' parameters again; offset the seed by what was asked.
         study.sampler = make_sampler(spec, seed_offset=existing)
     return study
+
+
+class SweepStudy:
+    """One sweep's study, one Optuna call at a time (``lock``: shared by every study of a controller,
+    whose SQLite storage takes one writer). A trial is named by its number; the storage's trial id
+    comes from the storage we opened (``get_trial_id_from_study_id_trial_number``), and a running
+    trial is reopened with ``optuna.trial.Trial(study, trial_id)`` to report to it or set attributes.
+    """
+
+    def __init__(self, spec: SweepSpec, url: str, lock: threading.RLock):
+        self.spec = spec
+        self._lock = lock
+        self._storage = make_storage(url)
+        with lock:
+            self.study = open_study(spec, self._storage)
+            self._study_id = self._storage.get_study_id_from_name(spec.name)
+
+    def trials(self) -> list[optuna.trial.FrozenTrial]:
+        with self._lock:
+            return self.study.get_trials(deepcopy=False)
+
+    def trial_id(self, number: int) -> int:
+        """The storage's id of trial ``number`` (what the dispatch rows record)."""
+        with self._lock:
+            return self._storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+
+    def ask(self) -> tuple[int, dict[str, Any]]:
+        """A new trial: its number and its parameters."""
+        with self._lock:
+            trial = self.study.ask()
+            return trial.number, suggest(trial, self.spec)
+
+    def params(self, number: int) -> dict[str, Any]:
+        """The parameters of a trial asked before (suggesting again returns what was drawn)."""
+        with self._lock:
+            return suggest(self._trial(number), self.spec)
+
+    def report(self, number: int, value: float, step: int) -> bool | None:
+        """Report an intermediate value; whether the pruner stops the trial, None if it has finished."""
+        with self._lock:
+            if self._finished(number):
+                return None
+            trial = self._trial(number)
+            trial.report(value, step)
+            return trial.should_prune()
+
+    def tell(self, number: int, state: optuna.trial.TrialState, value: float | None = None,
+             attrs: dict | None = None) -> bool:
+        """Record the trial's end (user attributes first); False if it had ended already."""
+        with self._lock:
+            if self._finished(number):
+                return False
+            trial = self._trial(number)
+            for key, item in (attrs or {}).items():
+                trial.set_user_attr(key, item)
+            self.study.tell(number, value if state == optuna.trial.TrialState.COMPLETE else None, state=state,
+                            skip_if_finished=True)
+        return True
+
+    def _trial(self, number: int) -> optuna.trial.Trial:
+        return optuna.trial.Trial(self.study, self.trial_id(number))
+
+    def _finished(self, number: int) -> bool:
+        return self._storage.get_trial(self.trial_id(number)).state in FINISHED
 
 
 def suggest(trial: optuna.trial.Trial, spec: SweepSpec) -> dict[str, Any]:
