@@ -61,9 +61,11 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
 }
 EVENT_TYPES = tuple(EVENT_FIELDS)
 
-# metrics.json's keys, in order; a packed member adds ``validation`` (the EvalResult) and ``pack``.
+# metrics.json's keys, in order, the same for every engine: ``validation`` (the validation
+# EvalResult) is null where the trainer does not evaluate (``spelltransfer train``: the worker's
+# eval phase adds it), ``pack`` (pack id and members) null for a run trained alone.
 METRICS_KEYS = ("stop", "final", "best", "adapter", "backend", "device", "base_model", "last_train_loss",
-                "tokens_seen", "train_seconds_this_session", "resumed_from", "history", "plot")
+                "tokens_seen", "train_seconds_this_session", "resumed_from", "history", "plot", "validation", "pack")
 
 # The evaluator's tasks (spelltransfer.evaluate.answers.TASKS), named here so that reading a
 # run folder imports nothing of the evaluator; tests/test_run_folder.py checks they agree.
@@ -107,10 +109,11 @@ class PackFolder:
 def metrics_summary(*, history: list[dict], stop_step: int, stop_reason: str, best_step: int | None,
                     metric_name: str, adapter_dir: Path, backend: str, device: str, base_model: str,
                     last_train_loss: float | None, tokens_seen: int, train_seconds: float,
-                    resumed_from: int | None, plot_path: Path | None, **extra: Any) -> dict:
-    """metrics.json of a finished run: ``history`` is its eval rows ``{"step", **metrics}`` (the last
-    one is ``final``); ``best`` is the row of ``best_step`` (None without early stopping);
-    ``extra`` keys (a packed member's ``validation`` and ``pack``) follow METRICS_KEYS."""
+                    resumed_from: int | None, plot_path: Path | None, validation: dict | None = None,
+                    pack: dict | None = None) -> dict:
+    """metrics.json of a finished run (keys METRICS_KEYS, whichever engine): ``history`` is its eval
+    rows ``{"step", **metrics}`` (the last one is ``final``); ``best`` is the row of ``best_step``
+    (None without early stopping); ``validation`` and ``pack`` a packed member's, else None."""
     best = best_metrics(history, best_step)
     summary = {
         "stop": {"step": stop_step, "reason": stop_reason},
@@ -121,8 +124,9 @@ def metrics_summary(*, history: list[dict], stop_step: int, stop_reason: str, be
         "last_train_loss": last_train_loss, "tokens_seen": tokens_seen,
         "train_seconds_this_session": round(train_seconds, 2),
         "resumed_from": resumed_from, "history": history, "plot": str(plot_path) if plot_path else None,
+        "validation": validation, "pack": pack,
     }
-    return summary | extra
+    return summary
 
 
 def final_metrics(history: list[dict]) -> dict:

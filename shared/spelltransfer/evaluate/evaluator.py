@@ -182,6 +182,23 @@ def select_items(items: list[dict], tasks: Sequence[str] | None = None, limit: i
     return items
 
 
+def prepare_items(examples: Iterable[Any], tasks: Sequence[str] | None = None, limit: int | None = None,
+                  mode: str = "direct") -> list[dict]:
+    """The items an evaluation asks: checked records of the asked tasks (first ``limit`` per task),
+    each prompt as ``mode`` asks it (the spell-first modes append their instruction)."""
+    from spelltransfer.data.modes import check_mode, eval_prompt, question_form
+
+    try:
+        form = question_form(check_mode(mode))
+    except ValueError as error:
+        raise ConfigError(f"mode: {error}") from None
+    items = select_items(_as_items(examples), tasks, limit)
+    for item in items:
+        item["prompt"] = eval_prompt(item["task"], item["prompt"], form)
+        item["mode"] = form
+    return items
+
+
 def token_budget(item: dict, max_new_tokens: int | None = None) -> int:
     """New tokens allowed for an item's answer: enough for the answer plus a short preamble."""
     if max_new_tokens is not None:
@@ -260,6 +277,27 @@ def summarise_task(task: str, predictions: list[Prediction]) -> TaskMetrics:
     )
 
 
+def score_outputs(items: list[dict], outputs: list[str]) -> tuple[list[Prediction], dict[str, TaskMetrics]]:
+    """The validation scorer: generated ``outputs`` (one per item, any engine) -> predictions and
+    per-task metrics. ``spelltransfer eval``, the trainer's accuracy early stopping, a packed
+    member's evaluation and ``platform.eval_job`` all score through here."""
+    if len(outputs) != len(items):
+        raise ValueError(f"{len(outputs)} outputs for {len(items)} items")
+    predictions = [score(item, output, index) for index, (item, output) in enumerate(zip(items, outputs))]
+    by_task: dict[str, list[Prediction]] = defaultdict(list)
+    for prediction in predictions:
+        by_task[prediction.task].append(prediction)
+    return predictions, {task: summarise_task(task, by_task[task]) for task in TASKS if task in by_task}
+
+
+def accuracy_metrics(tasks: Mapping[str, TaskMetrics]) -> dict[str, float]:
+    """The eval-event accuracies of a scored sample: ``accuracy`` (micro-averaged over tasks) and
+    ``accuracy_<task>``; what early stopping on ``accuracy`` compares, whichever engine trained."""
+    correct = sum(task.correct for task in tasks.values())
+    total = sum(task.n for task in tasks.values())
+    return {"accuracy": correct / total, **{f"accuracy_{name}": task.accuracy for name, task in tasks.items()}}
+
+
 # ------------------------------------------------------------------------------ entry point
 
 
@@ -286,16 +324,7 @@ def evaluate_model(
     breakdowns). ``limit``: first N items per task. ``max_new_tokens``: one budget for every item
     instead of the per-task default. ``out``: also save ``out`` and its predictions JSONL.
     """
-    from spelltransfer.data.modes import check_mode, eval_prompt, question_form
-
-    try:
-        form = question_form(check_mode(mode))
-    except ValueError as error:
-        raise ConfigError(f"mode: {error}") from None
-    items = select_items(_as_items(examples), tasks, limit)
-    for item in items:  # the spell-first modes ask position/count questions with their instruction
-        item["prompt"] = eval_prompt(item["task"], item["prompt"], form)
-        item["mode"] = form
+    items = prepare_items(examples, tasks, limit, mode)
     if not items:
         raise DataError("no examples to evaluate" + (f" for tasks {', '.join(tasks)}" if tasks else ""))
     if max_new_tokens is not None and max_new_tokens < 1:
@@ -318,12 +347,9 @@ def evaluate_model(
         if owns_engine:
             engine.close()
 
-    predictions = [score(item, output, index) for index, (item, output) in enumerate(zip(items, outputs))]
-    by_task: dict[str, list[Prediction]] = defaultdict(list)
-    for prediction in predictions:
-        by_task[prediction.task].append(prediction)
+    predictions, task_metrics = score_outputs(items, outputs)
     result = EvalResult(
-        tasks={task: summarise_task(task, by_task[task]) for task in TASKS if task in by_task},
+        tasks=task_metrics,
         model=engine.model_name,
         adapter=engine.adapter,
         data=data,
@@ -364,14 +390,8 @@ def rescore(result_path: str | os.PathLike, out: str | os.PathLike | None = None
     old = EvalResult.load(result_path)
     items = [{"task": p.task, "word": p.word, "prompt": p.prompt, "answer": p.gold, "template_id": p.template_id,
               "presentation": p.presentation, "mode": p.mode} for p in old.predictions]
-    predictions = [score(item, p.output, i) for i, (item, p) in enumerate(zip(items, old.predictions))]
-    by_task: dict[str, list[Prediction]] = defaultdict(list)
-    for prediction in predictions:
-        by_task[prediction.task].append(prediction)
-    result = old.model_copy(update={
-        "tasks": {task: summarise_task(task, by_task[task]) for task in TASKS if task in by_task},
-        "predictions": predictions,
-    })
+    predictions, task_metrics = score_outputs(items, [p.output for p in old.predictions])
+    result = old.model_copy(update={"tasks": task_metrics, "predictions": predictions})
     if out is not None:
         result.save(out)
     return result

@@ -189,18 +189,14 @@ class _Evaluator:
         """Greedy-generation exact match on the validation sample, through the evaluator's own engine
         and answer extraction (so it agrees with `spelltransfer eval`); micro-averaged over tasks."""
         from spelltransfer.evaluate import HFGenerationEngine, evaluate_model
+        from spelltransfer.evaluate.evaluator import accuracy_metrics
 
         # Unsloth's inference path returns legacy tuple KV caches, which the engine's shared-prefix
         # cache cannot copy; without prefix sharing it generates through plain model.generate.
         engine = HFGenerationEngine(model_name="in-training", batch_size=self.config.training.eval_batch_size,
                                     share_prefix=self.backend.name != "unsloth",
                                     model=self.loaded.model, tokenizer=self.loaded.tokenizer)
-        result = evaluate_model(engine, self.records, progress=False)
-        correct = sum(task.correct for task in result.tasks.values())
-        total = sum(task.n for task in result.tasks.values())
-        metrics = {"accuracy": correct / total}
-        metrics.update({f"accuracy_{name}": task.accuracy for name, task in result.tasks.items()})
-        return metrics
+        return accuracy_metrics(evaluate_model(engine, self.records, progress=False).tasks)
 
 
 def run_training(config: RunConfig, output_dir: str | Path | None = None, resume: bool = False,

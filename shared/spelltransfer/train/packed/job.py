@@ -33,12 +33,17 @@ changes a member's own logging, evaluation and stopping (``MEMBER_FIELDS``). Eve
 changes the shared computation (model, dtype, sequence length, target modules, data, schedule,
 Adam betas/eps, ...) and must be equal, else ``ConfigError`` names the field. ``pack_key(config)``
 hashes those shared fields so the worker groups compatible trials; it returns None for a config
-the packed trainer cannot reproduce (LoRA dropout, 4-bit weights, another optimizer), which the
-worker then runs alone. The seed joins the key when tasks are mixed into training: the mixed-in
+the packed trainer cannot reproduce (LoRA dropout, 4-bit weights, gradient checkpointing, another
+optimizer, a ``training.precision`` other than the weights' dtype), which the worker then runs
+alone; ``run_pack`` refuses such a member with a ConfigError naming the setting. The seed joins the key when tasks are mixed into training: the mixed-in
 examples are drawn with the seed, so members would not share their training set otherwise.
 
-Numerics: the base model is loaded with ``model.dtype`` (auto = bf16 on CUDA, fp32 on CPU) and the
-adapters train in fp32; ``training.precision`` (autocast in ``run_training``) is not applied here.
+Numerics: the base model is loaded with ``model.dtype`` (auto = bf16 on CUDA, fp32 on CPU), the
+adapters are kept in fp32 and cast to the weights' dtype in the forward pass, with no autocast. That
+is what ``run_training`` computes when ``training.precision`` resolves to the same dtype (the
+default: auto/auto), so a config asking for anything else is not packable (``unpackable_reason``).
+The parity test (``tests/train/test_engine_parity.py``) trains one config alone, packed alone and
+packed with two others, and compares every step.
 
 Cancel: ``OUTPUT_DIR/CANCEL`` drops that member at the next step (``done`` with reason
 ``cancelled``, no metrics.json); the others go on.
@@ -151,29 +156,63 @@ def shared_fields(config: RunConfig) -> dict[str, Any]:
     return shared
 
 
-def unpackable_reason(config: RunConfig) -> str | None:
-    """Why the packed trainer cannot reproduce this config's training, or None if it can."""
-    if config.model.lora.dropout > 0:
-        return f"model.lora.dropout: the packed trainer has no LoRA dropout (got {config.model.lora.dropout})"
-    if config.model.load_in_4bit:
+def default_device() -> str:
+    """The device a pack job trains on here (as the hf backend picks it)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def packed_compute_precision(config: RunConfig, device: str) -> str:
+    """What the packed engine computes in on ``device``: the base weights' dtype (``model.dtype``,
+    auto = bf16 on CUDA, fp32 on CPU as ``load_model`` resolves it); the adapters are cast to it."""
+    if config.model.dtype == "auto":
+        return "bf16" if device.startswith("cuda") else "fp32"
+    return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[config.model.dtype]
+
+
+def unpackable_reason(config: RunConfig, device: str | None = None) -> str | None:
+    """Why the packed trainer cannot reproduce this config's training on ``device`` (None = this
+    machine's), naming the setting; None if it can."""
+    from spelltransfer.train.trainer import resolve_precision
+
+    model = config.model
+    if model.lora.dropout > 0:
+        return f"model.lora.dropout: the packed trainer has no LoRA dropout (got {model.lora.dropout})"
+    if model.load_in_4bit:
         return "model.load_in_4bit: the packed trainer needs the base weights unquantised"
+    if model.gradient_checkpointing:
+        return (f"model.gradient_checkpointing: the packed trainer does not recompute activations "
+                f"(got {model.gradient_checkpointing!r}); set it false to pack")
     if config.optimizer.name != "adamw":
         return f"optimizer.name: the packed trainer implements adamw only (got {config.optimizer.name!r})"
+    device = device or default_device()
+    # run_training autocasts to training.precision over weights of model.dtype; the packed engine
+    # computes in the weights' dtype. Equal, they train alike; else a trial's numerics would
+    # depend on whether the worker packed it.
+    wanted = resolve_precision(config.training.precision, device)
+    computed = packed_compute_precision(config, device)
+    if wanted != computed:
+        return (f"training.precision: the packed trainer computes in the base weights' dtype ({computed} from "
+                f"model.dtype={model.dtype} on {device}), not {wanted} (training.precision={config.training.precision}); "
+                f"set training.precision={computed} or model.dtype to match to pack")
     return None
 
 
-def pack_key(config: RunConfig) -> str | None:
-    """A hash of the fields that must be equal within a pack; None if the config cannot be packed."""
-    if unpackable_reason(config) is not None:
+def pack_key(config: RunConfig, device: str | None = None) -> str | None:
+    """A hash of the fields that must be equal within a pack; None if the config cannot be packed
+    on ``device`` (None = this machine's)."""
+    if unpackable_reason(config, device) is not None:
         return None
     text = json.dumps(shared_fields(config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def check_compatible(configs: list[RunConfig], names: list[str]) -> None:
-    """ConfigError naming the first field that keeps these configs from training in one pack."""
+def check_compatible(configs: list[RunConfig], names: list[str], device: str | None = None) -> None:
+    """ConfigError naming the first field that keeps these configs from training in one pack on ``device``."""
+    device = device or default_device()
     for name, config in zip(names, configs):
-        reason = unpackable_reason(config)
+        reason = unpackable_reason(config, device)
         if reason is not None:
             raise ConfigError(f"pack member {name}: {reason}")
     reference = shared_fields(configs[0])
@@ -384,6 +423,7 @@ class PackJob:
 
         trainer = self.trainer
         save_every = min(m.config.training.save_steps for m in self.members)
+        self._started = time.perf_counter()   # train_seconds_this_session counts the loop, as run_training's
         scheduler = self.shared.scheduler
         while True:
             self._drop_cancelled()
@@ -435,23 +475,22 @@ class PackJob:
         results = [{"eval_loss": losses[m.index]} for m in members]
         wants = [m for m in members if m.config.training.early_stopping.metric == "accuracy"]
         if wants:
+            from spelltransfer.evaluate.evaluator import accuracy_metrics, prepare_items
+
             scored = self._score(wants, lambda m: (m.config.training.seed, m.config.training.eval_samples),
-                                 lambda m: m.eval_records)
+                                 lambda m: prepare_items(m.eval_records))
             for member, result in zip(members, results):
                 if member in scored:
-                    predictions = scored[member][0]
-                    correct = sum(p.correct for p in predictions)
-                    result["accuracy"] = correct / len(predictions)
-                    for task, metrics in scored[member][1].items():
-                        result[f"accuracy_{task}"] = metrics.accuracy
+                    result.update(accuracy_metrics(scored[member][1]))
         return results
 
     def _score(self, members: list[_Member], group_key, items_of) -> dict:
         """``{member: (predictions, {task: TaskMetrics}, seconds, n_items)}``: greedy answers of every
-        member on its items, members sharing items generated together (``generate_for_trials``)."""
+        member on its items (``items_of``: evaluation items, ``prepare_items``), members sharing items
+        generated together (``generate_for_trials``) and scored by the evaluator's ``score_outputs``."""
         from collections import defaultdict
 
-        from spelltransfer.evaluate.evaluator import TASKS, _as_items, score, summarise_task
+        from spelltransfer.evaluate.evaluator import score_outputs
 
         groups: dict = defaultdict(list)
         for member in members:
@@ -459,17 +498,13 @@ class PackJob:
         out = {}
         for group in groups.values():
             group.sort(key=lambda m: m.index)
-            items = _as_items(items_of(group[0]))
+            items = items_of(group[0])
             started = time.perf_counter()
             outputs = self._generate([m.index for m in group], items,
                                      max(m.config.training.eval_batch_size for m in group))
             seconds = time.perf_counter() - started
             for member in group:
-                predictions = [score(item, text, i) for i, (item, text) in enumerate(zip(items, outputs[member.index]))]
-                by_task = defaultdict(list)
-                for prediction in predictions:
-                    by_task[prediction.task].append(prediction)
-                tasks = {task: summarise_task(task, by_task[task]) for task in TASKS if task in by_task}
+                predictions, tasks = score_outputs(items, outputs[member.index])
                 out[member] = (predictions, tasks, seconds, len(items))
         return out
 
@@ -517,11 +552,12 @@ class PackJob:
                 self.tokenizer.save_pretrained(staging)
 
         def validation_items(member: _Member):
-            from spelltransfer.evaluate.evaluator import _as_items, select_items
+            # What `platform.eval_job --run-dir` asks (its _from_run_dir): the run's tasks and items per task.
+            from spelltransfer.evaluate.evaluator import prepare_items
 
             transfer = member.config.transfer
-            return select_items(_as_items(load_split(member.config.training.data_dir, "validation")),
-                                list(transfer.eval_tasks) or None, transfer.eval_items_per_task)
+            return prepare_items(load_split(member.config.training.data_dir, "validation"),
+                                 list(transfer.eval_tasks) or None, transfer.eval_items_per_task)
 
         scored = self._score(members, lambda m: (m.config.training.data_dir, tuple(m.config.transfer.eval_tasks),
                                                  m.config.transfer.eval_items_per_task), validation_items)
