@@ -55,7 +55,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
 
     def StartTrial(self, request, context):
         record = self.worker.start_trial(request.trial_id, request.config_path, list(request.overrides),
-                                         dict(request.labels), request.evaluate or "auto")
+                                         dict(request.labels), request.evaluate or "auto",
+                                         config_yaml=request.config_yaml)
         return trial_message(record)
 
     def WatchTrial(self, request, context):

@@ -112,6 +112,32 @@ def test_start_trial_paths_and_sizes_are_bounded(trainer, base_config):
     assert not Path(OUTSIDE).exists()
 
 
+def test_start_trial_resolved_config_paths_are_bounded(trainer, base_config, tmp_path):
+    """The resolved config the controller sends (``config_yaml``) is held to the same roots as a
+    config file plus overrides, before anything is written; bad YAML or fields name the field."""
+    from spelltransfer.train.config import load_training_config
+
+    def start(config_yaml: str, **fields):
+        request = trainer_pb2.StartTrialRequest(trial_id="r1", config_yaml=config_yaml, **fields)
+        return lambda: trainer.StartTrial(request, timeout=30)
+
+    for override, field in [
+        (f"training.plot_dir={OUTSIDE}", "training.plot_dir"),
+        ("training.data_dir=/etc", "training.data_dir"),
+        ("training.output_root=/", "training.output_root"),
+        (f"training.tracking.mlflow.tracking_uri=sqlite:///{OUTSIDE}/mlflow.db", "training.tracking.mlflow.tracking_uri"),
+    ]:
+        _refused(start(load_training_config(base_config, [override]).to_yaml()), field)
+    _refused(start("training: [unclosed"), "config_yaml")
+    _refused(start("- a list"), "config_yaml: expected a mapping")
+    _refused(start("training:\n  max_steps: 0\n"), "training.max_steps")
+    _refused(start(load_training_config(base_config).to_yaml(), config_path=base_config), "config_yaml: give")
+    _refused(start("#" + "a" * 300_000), "over the limit of")
+    assert not trainer.ListTrials(trainer_pb2.ListTrialsRequest(), timeout=10).trials
+    assert not (tmp_path / "worker" / "configs").exists()
+    assert not Path(OUTSIDE).exists()
+
+
 # ---------------------------------------------------------------- sweep controller
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from spelltransfer.atomic import write_text_atomic
 from spelltransfer.errors import ConfigError
 from spelltransfer.platform import limits, process
 from spelltransfer.platform.errors import NotFoundError, ResourceExhaustedError
@@ -151,6 +152,18 @@ def default_validate(config_path: str, overrides: list[str]):
     return load_training_config(config_path, list(overrides))
 
 
+def resolved_config(text: str):
+    """A resolved training config sent as YAML (``StartTrial.config_yaml``), validated by ``RunConfig``;
+    ConfigError names the field."""
+    from spelltransfer.safe_yaml import load_yaml
+    from spelltransfer.train.config import validate_config
+
+    merged = load_yaml(text, source="config_yaml")
+    if not isinstance(merged, dict):
+        raise ConfigError(f"config_yaml: expected a mapping of config sections (got {type(merged).__name__})")
+    return validate_config(merged, source="config_yaml")
+
+
 def default_pack_command(pack_dir: str, resume: bool) -> list[str]:
     """Train the members listed in ``pack_dir/pack.json`` as one process (spelltransfer.train.packed.job)."""
     argv = [sys.executable, "-m", "spelltransfer.train.packed.job", "--pack-dir", pack_dir]
@@ -213,15 +226,23 @@ class TrainerWorker:
     # ---- requests (called from RPC threads) ----
 
     def start_trial(self, trial_id: str, config_path: str, overrides: list[str],
-                    labels: dict[str, str] | None = None, evaluate: str = "auto") -> TrialRecord:
-        """Accept a trial; the same ``trial_id`` again returns the existing one (never a second run)."""
+                    labels: dict[str, str] | None = None, evaluate: str = "auto", config_yaml: str = "") -> TrialRecord:
+        """Accept a trial; the same ``trial_id`` again returns the existing one (never a second run).
+
+        The config is a file on this worker (``config_path`` + ``overrides``) or the resolved config
+        itself (``config_yaml``), which is validated, checked against the roots and written to
+        ``WORK_DIR/configs/TRIAL_ID.yaml``; from there on both are a config path."""
         evaluate = evaluate or "auto"
         if evaluate not in EVALUATE_MODES:
             raise ConfigError(f"evaluate: must be one of {', '.join(EVALUATE_MODES)} (got {evaluate!r})")
         if not TRIAL_ID.match(trial_id or ""):
             raise ConfigError(f"trial_id: must match {TRIAL_ID.pattern} (got {trial_id!r})")
-        if not config_path:
-            raise ConfigError("config_path: required (a training config YAML on the worker)")
+        if config_yaml:
+            if config_path or overrides:
+                raise ConfigError("config_yaml: give the resolved config alone, without config_path or overrides")
+            limits.check_text("config_yaml", config_yaml, limits.MAX_SPEC_BYTES)
+        elif not config_path:
+            raise ConfigError("config_path: required (a training config YAML on the worker, or config_yaml)")
         limits.check_text("config_path", config_path, limits.MAX_PATH_BYTES)
         limits.check_overrides("overrides", overrides)
         limits.check_labels("labels", dict(labels or {}))
@@ -229,10 +250,15 @@ class TrainerWorker:
             existing = self._get(trial_id)
             if existing is not None:
                 return existing
-            self.roots.check("configs", "config_path", config_path)  # before the file is opened
-            config = self._validate(config_path, list(overrides))
-            if config is not None:
-                self.roots.check_run_config(config)
+            if config_yaml:
+                config = resolved_config(config_yaml)
+                self.roots.check_run_config(config)  # before anything is written
+                config_path = str(self._write_config(trial_id, config))
+            else:
+                self.roots.check("configs", "config_path", config_path)  # before the file is opened
+                config = self._validate(config_path, list(overrides))
+                if config is not None:
+                    self.roots.check_run_config(config)
             if self._busy() >= self.slots:
                 raise ResourceExhaustedError(f"worker busy: {self.slots} slot(s), all running trials")
             key = (self._pack_key(config_path, list(overrides)) or "") if self.pack_size > 1 else ""
@@ -245,6 +271,12 @@ class TrainerWorker:
                  json.dumps(dict(labels or {})), output_dir, evaluate, now, now, key))
         self._wake.set()
         return self.get_trial(trial_id)
+
+    def _write_config(self, trial_id: str, config) -> Path:
+        path = self.work_dir / "configs" / f"{trial_id}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, config.to_yaml())
+        return path
 
     def get_trial(self, trial_id: str) -> TrialRecord:
         with self._lock:

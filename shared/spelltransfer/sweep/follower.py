@@ -1,8 +1,9 @@
 """Following one attempt of a trial on its worker, one thread per attempt.
 
-- **start**: ``StartTrial`` under the dispatch row's worker-side id (idempotent on the worker, so a
-  restarted controller re-attaches instead of starting it twice); a full or unreachable worker puts
-  the attempt back in the queue;
+- **start**: ``StartTrial`` with the trial's resolved config (base config + overrides, validated
+  here: workers need no copy of configs/) under the dispatch row's worker-side id (idempotent on
+  the worker, so a restarted controller re-attaches instead of starting it twice); a full or
+  unreachable worker puts the attempt back in the queue;
 - **watch**: stream ``WatchTrial``; every ``eval`` event's objective is reported to Optuna and the
   pruner may cancel the trial; reconnect while the worker restarts (it resumes from its checkpoint);
 - **finish**: success -> COMPLETE with the objective; failure -> a new attempt (up to
@@ -20,12 +21,14 @@ from typing import Callable
 import grpc
 import optuna
 
+from spelltransfer.errors import ConfigError
 from spelltransfer.platform.protos import trainer_pb2, trainer_pb2_grpc
 from spelltransfer.sweep.open_sweeps import OpenSweep, OpenSweeps
 from spelltransfer.sweep.reporting import SweepReporter
 from spelltransfer.sweep.store import DispatchRow
 from spelltransfer.sweep.study import intermediate_value, objective_value, task_accuracies, task_item_counts
 from spelltransfer.sweep.workers import WorkerPool
+from spelltransfer.train.config import load_training_config
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +102,16 @@ class TrialFollower:
         self.on_worker_finished(dispatch, sweep, final)
 
     def _start_on_worker(self, stub, dispatch: DispatchRow, sweep: OpenSweep) -> DispatchRow | None:
-        """``StartTrial``; the RUNNING row, or None when it did not start (requeued or failed)."""
+        """``StartTrial`` with the resolved config (the worker needs no copy of configs/); the RUNNING
+        row, or None when it did not start (requeued or failed)."""
+        try:
+            config_yaml = load_training_config(sweep.spec.base_config, dispatch.overrides).to_yaml()
+        except ConfigError as error:  # the base config changed on disk since the sweep was submitted
+            self.store.update_dispatch(dispatch, state="FAILED", error=str(error)[:2000])
+            self._finish_trial(dispatch, _State.FAIL, error=str(error))
+            return None
         request = _T.StartTrialRequest(
-            trial_id=dispatch.worker_trial_id, config_path=sweep.spec.base_config, overrides=dispatch.overrides,
+            trial_id=dispatch.worker_trial_id, config_yaml=config_yaml,
             labels={"sweep": dispatch.sweep, "number": str(dispatch.number), "attempt": str(dispatch.attempt)},
             evaluate=sweep.spec.evaluate)
         try:
