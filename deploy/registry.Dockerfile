@@ -1,5 +1,5 @@
 # MLflow tracking server + model registry; artifacts proxied to S3 (MinIO in compose).
-# `spelltransfer registry serve` waits for S3, creates the bucket, then execs `mlflow server`
+# `spelltransfer registry serve` waits for S3, creates the bucket, then runs `mlflow server` (SIGTERM: stops it, exit 0)
 # with the same command line `spelltransfer registry up` uses on a machine without Docker.
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1

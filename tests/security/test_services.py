@@ -7,7 +7,8 @@
 - a trial whose process cannot start is FAILED with the reason; a sweep with no successful trial
   ends FAILED;
 - SIGTERM to ``serve inference`` exits 0 with vLLM's whole process group gone;
-- the S3 server's filer port refuses anonymous reads and writes.
+- the S3 server's filer and master HTTP ports refuse anonymous reads and writes, and its gRPC
+  ports want a client certificate from the CA made for that start.
 """
 
 from __future__ import annotations
@@ -312,37 +313,184 @@ def test_sigterm_stops_serve_inference_cleanly(tmp_path):
 # ---------------------------------------------------------------- the local S3 server
 
 
-def test_s3_filer_port_refuses_anonymous_reads_and_writes(tmp_path):
-    import requests
+@pytest.fixture(scope="module")
+def local_s3(tmp_path_factory):
+    """``weed mini`` as ``registry up`` starts it, holding one object (the champion's weights)."""
     from pydantic import SecretStr
 
     from spelltransfer.registry import processes, s3
     from spelltransfer.registry.credentials import S3Credentials
 
+    folder = tmp_path_factory.mktemp("local-s3")
     credentials = S3Credentials(access_key_id="sttest", secret_access_key=SecretStr("Sp3ll-" + os.urandom(8).hex()),
                                 source="test")
     ports = s3.allocate_weed_ports("127.0.0.1")
-    record = s3.start_weed(tmp_path / "s3", tmp_path / "s3.log", credentials, "127.0.0.1", ports)
+    record = s3.start_weed(folder / "s3", folder / "s3.log", credentials, "127.0.0.1", ports)
     try:
         s3.wait_ready(record["endpoint_url"], credentials, 60, record)
         s3.ensure_bucket(record["endpoint_url"], credentials, "models")
         client = s3.s3_client(record["endpoint_url"], credentials)
         client.put_object(Bucket="models", Key="champion/adapter_model.safetensors", Body=b"weights")
-        filer = f"http://127.0.0.1:{ports['filer.port']}/buckets/models"
-        anonymous = [
-            requests.get(f"{filer}/champion/adapter_model.safetensors", timeout=10),
-            requests.get(f"{filer}/champion/", timeout=10),
-            requests.put(f"{filer}/champion/adapter_model.safetensors", data=b"evil", timeout=10),
-            requests.post(f"{filer}/champion/new.bin", files={"file": ("new.bin", b"evil")}, timeout=10),
-        ]
-        assert [r.status_code for r in anonymous] == [401] * 4, [(r.status_code, r.text[:80]) for r in anonymous]
-        assert all(b"weights" not in r.content for r in anonymous)
-        body = client.get_object(Bucket="models", Key="champion/adapter_model.safetensors")["Body"].read()
-        assert body == b"weights"  # the keys still read and write through the S3 port
-        listed = client.list_objects_v2(Bucket="models", Prefix="champion/")
-        assert [item["Key"] for item in listed.get("Contents", [])] == ["champion/adapter_model.safetensors"]
+        yield {"ports": ports, "client": client, "credentials": credentials,
+               "tls_dir": folder / "s3" / s3.GRPC_TLS_DIR}
     finally:
         processes.stop(record)
+
+
+def _unchanged(client) -> None:
+    body = client.get_object(Bucket="models", Key="champion/adapter_model.safetensors")["Body"].read()
+    assert body == b"weights"  # the keys still read and write through the S3 port
+    listed = client.list_objects_v2(Bucket="models", Prefix="champion/")
+    assert [item["Key"] for item in listed.get("Contents", [])] == ["champion/adapter_model.safetensors"]
+
+
+def test_s3_filer_port_refuses_anonymous_reads_and_writes(local_s3):
+    import requests
+
+    filer = f"http://127.0.0.1:{local_s3['ports']['filer.port']}/buckets/models"
+    anonymous = [
+        requests.get(f"{filer}/champion/adapter_model.safetensors", timeout=10),
+        requests.get(f"{filer}/champion/", timeout=10),
+        requests.put(f"{filer}/champion/adapter_model.safetensors", data=b"evil", timeout=10),
+        requests.post(f"{filer}/champion/new.bin", files={"file": ("new.bin", b"evil")}, timeout=10),
+    ]
+    assert all(r.status_code in (401, 404) for r in anonymous), [(r.status_code, r.text[:80]) for r in anonymous]
+    assert all(b"weights" not in r.content for r in anonymous)
+    _unchanged(local_s3["client"])
+
+
+def test_s3_master_http_refuses_anonymous_assign_and_writes(local_s3):
+    import requests
+
+    master = f"http://127.0.0.1:{local_s3['ports']['master.port']}"
+    anonymous = {
+        "assign": requests.get(f"{master}/dir/assign", timeout=10),
+        "submit": requests.post(f"{master}/submit", files={"file": ("x.bin", b"evil")}, timeout=10),
+        "grow": requests.get(f"{master}/vol/grow?count=1", timeout=10),
+        "lookup": requests.get(f"{master}/dir/lookup?volumeId=1", timeout=10),
+    }
+    granted = {name: (r.status_code, r.text[:80]) for name, r in anonymous.items() if r.status_code < 400}
+    assert not granted, granted
+    assert all('"fid"' not in r.text for r in anonymous.values())
+    _unchanged(local_s3["client"])
+
+
+# One cheap call per gRPC service; an empty message is a valid request for each.
+_GRPC_PROBES = {
+    "master.port.grpc": "/master_pb.Seaweed/GetMasterConfiguration",
+    "filer.port.grpc": "/filer_pb.SeaweedFiler/GetFilerConfiguration",
+    "volume.port.grpc": "/volume_server_pb.VolumeServer/VolumeServerStatus",
+}
+
+
+def _grpc_call(port: int, method: str, credentials=None) -> grpc.StatusCode:
+    target = f"127.0.0.1:{port}"
+    channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+    with channel:
+        call = channel.unary_unary(method, request_serializer=lambda m: m, response_deserializer=lambda m: m)
+        try:
+            call(b"", timeout=5)
+            return grpc.StatusCode.OK
+        except grpc.RpcError as error:
+            return error.code()
+
+
+def test_s3_grpc_ports_want_a_client_certificate(local_s3):
+    ports, tls = local_s3["ports"], local_s3["tls_dir"]
+    ca = (tls / "ca.crt").read_bytes()
+    no_client_cert = grpc.ssl_channel_credentials(root_certificates=ca)
+    with_client_cert = grpc.ssl_channel_credentials(root_certificates=ca, private_key=(tls / "weed.key").read_bytes(),
+                                                    certificate_chain=(tls / "weed.crt").read_bytes())
+    answers = {name: (_grpc_call(ports[name], method), _grpc_call(ports[name], method, no_client_cert),
+                      _grpc_call(ports[name], method, with_client_cert))
+               for name, method in _GRPC_PROBES.items()}
+    for name, (plain, tls_only, mutual) in answers.items():
+        assert plain != grpc.StatusCode.OK and tls_only != grpc.StatusCode.OK, (name, answers)
+        assert mutual == grpc.StatusCode.OK, (name, answers)  # the port is live: only the certificate differs
+    for name in ("s3.port.grpc", "admin.port.grpc"):
+        with grpc.insecure_channel(f"127.0.0.1:{ports[name]}") as channel:
+            with pytest.raises(grpc.FutureTimeoutError):
+                grpc.channel_ready_future(channel).result(timeout=3)
+    _unchanged(local_s3["client"])
+
+
+def _descendants(pid: int) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _processes_naming(text: str) -> list:
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if process.info["status"] != psutil.STATUS_ZOMBIE and text in " ".join(process.info["cmdline"] or []):
+                found.append(process)
+        except psutil.Error:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("phase", ["waiting for S3", "starting mlflow", pytest.param("serving", marks=pytest.mark.slow)])
+def test_sigterm_stops_registry_serve_cleanly(local_s3, tmp_path, phase):
+    """`registry serve` (compose's MLflow): SIGTERM while it waits for S3, while mlflow starts, or
+    while it serves stops mlflow and its uvicorn workers and exits 0, with no traceback."""
+    import requests
+
+    from spelltransfer.registry import processes
+
+    port = processes.free_port()
+    home = tmp_path / "registry-home"  # in every process's command line (the sqlite URI)
+    s3_port = processes.free_port() if phase == "waiting for S3" else local_s3["ports"]["s3.port"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SPELLTRANSFER_S3_", "MLFLOW_"))}
+    env.update(SPELLTRANSFER_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}", SPELLTRANSFER_S3_BUCKET="models",
+               SPELLTRANSFER_REGISTRY_HOME=str(home), PYTHONUNBUFFERED="1",
+               SPELLTRANSFER_S3_ACCESS_KEY_ID=local_s3["credentials"].access_key_id,
+               SPELLTRANSFER_S3_SECRET_ACCESS_KEY=local_s3["credentials"].secret_access_key.get_secret_value())
+    command = [sys.executable, "-m", "spelltransfer.cli", "registry", "serve", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "2"]
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        child = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    started: list = []
+    try:
+        if phase == "waiting for S3":
+            deadline = time.monotonic() + 10  # the message, or (a version without it) surely in the wait
+            _wait(lambda: "waiting for S3" in log.read_text() or child.poll() is not None
+                  or time.monotonic() > deadline, 30, "serve to wait for S3")
+            time.sleep(0.5)
+        elif phase == "starting mlflow":
+            _wait(lambda: "bucket models" in log.read_text() or child.poll() is not None, 30, "serve to start mlflow")
+            time.sleep(0.5)  # mlflow is importing: no handler of its own yet
+        else:
+            def healthy():
+                try:
+                    return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+                except requests.RequestException:
+                    return child.poll() is not None  # exited: stop waiting, the asserts below say why
+            _wait(healthy, 90, "registry serve's MLflow to answer /health")
+            assert len(_descendants(child.pid)) >= 3, "mlflow's uvicorn and its two workers"
+        assert child.poll() is None, log.read_text()[-3000:]
+        started = _descendants(child.pid)
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        left = {process.pid: process for process in [*_processes_naming(str(home)), *started]
+                if process.is_running() and process.status() != "zombie"}
+        for process in left.values():
+            process.kill()
+    output = log.read_text()
+    assert child.returncode == 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert not left, f"still running after SIGTERM: {sorted(left)}"
 
 
 def test_local_registry_stack_is_loopback_only(tmp_path):

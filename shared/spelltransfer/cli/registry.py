@@ -102,10 +102,11 @@ def serve(
     workers: int = typer.Option(2, min=1, help="uvicorn workers."),
     home: Optional[Path] = HomeOption,
 ) -> None:
-    """Foreground MLflow server for containers: wait for the external S3, create the bucket, exec mlflow.
+    """Foreground MLflow server for containers: wait for the external S3, create the bucket, run mlflow.
 
     Reads SPELLTRANSFER_S3_ENDPOINT_URL (MinIO), SPELLTRANSFER_S3_BUCKET, the S3 keys and
     SPELLTRANSFER_MLFLOW_BACKEND_STORE_URI (+ SPELLTRANSFER_MLFLOW_DB_PASSWORD_FILE for PostgreSQL).
+    SIGTERM (docker stop) at any point stops mlflow and its workers and exits 0.
     """
     from spelltransfer.errors import ConfigError
     from spelltransfer.registry import mlflow_server, s3
@@ -115,13 +116,18 @@ def serve(
     if not config.s3_endpoint_url:
         raise ConfigError("registry serve: set SPELLTRANSFER_S3_ENDPOINT_URL (e.g. http://minio:9000); "
                           "on a machine without Docker use `spelltransfer registry up`")
-    credentials = load_credentials()
-    s3.wait_ready(config.s3_endpoint_url, credentials, config.startup_timeout_s)
-    created = s3.ensure_bucket(config.s3_endpoint_url, credentials, config.bucket)
-    console.print(f"bucket {config.bucket}: {'created' if created else 'exists'} at {config.s3_endpoint_url}")
-    config.home.mkdir(parents=True, exist_ok=True)
-    command = mlflow_server.mlflow_command(config.resolved_backend_store_uri, config.bucket, host, port, workers)
-    os.execvpe(command[0], command, mlflow_server.mlflow_env(credentials, config.s3_endpoint_url))
+
+    def prepare():
+        credentials = load_credentials()
+        console.print(f"waiting for S3 at {config.s3_endpoint_url}")
+        s3.wait_ready(config.s3_endpoint_url, credentials, config.startup_timeout_s)
+        created = s3.ensure_bucket(config.s3_endpoint_url, credentials, config.bucket)
+        console.print(f"bucket {config.bucket}: {'created' if created else 'exists'} at {config.s3_endpoint_url}")
+        config.home.mkdir(parents=True, exist_ok=True)
+        command = mlflow_server.mlflow_command(config.resolved_backend_store_uri, config.bucket, host, port, workers)
+        return command, mlflow_server.mlflow_env(credentials, config.s3_endpoint_url)
+
+    raise typer.Exit(mlflow_server.run_in_foreground(prepare))
 
 
 @registry_app.command("env")

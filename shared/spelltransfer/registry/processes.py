@@ -36,13 +36,13 @@ def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def spawn(command: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None) -> dict:
+def spawn(command: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None, umask: int = -1) -> dict:
     """Start ``command`` detached, output appended to ``log_path``; returns {pid, create_time, log}."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=cwd, start_new_session=True, close_fds=True,
+            cwd=cwd, start_new_session=True, close_fds=True, umask=umask,
         )
     return {"pid": process.pid, "create_time": psutil.Process(process.pid).create_time(), "log": str(log_path)}
 

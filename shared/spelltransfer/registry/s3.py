@@ -4,6 +4,11 @@ In ``docker-compose.gpu.yml`` MinIO plays this part; everything but ``start_weed
 same against it. ``weed mini`` opens ten ports (master, volume, filer, s3, admin and a gRPC port
 for each); all of them are chosen here so two stacks (or a test and a developer's stack) never
 clash, and the optional gateways (WebDAV, Iceberg, Lance) are switched off.
+
+Only the S3 port serves objects without a weed-internal key: the master's HTTP API is off
+(``-disableHttp``: its ``/dir/assign`` and ``/submit`` wrote anonymously), the filer and volume
+HTTP APIs want a JWT signed with keys only the process holds, and every gRPC port wants a client
+certificate from a CA made for this start (``grpc_tls``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from spelltransfer.registry import processes
+from spelltransfer.registry import grpc_tls, processes
 from spelltransfer.registry.credentials import S3Credentials
 from spelltransfer.registry.errors import CredentialsError, RegistryError, ServerStartError
 
@@ -27,6 +32,7 @@ WEED_PORT_NAMES = [
     "s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
     "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc",
 ]
+GRPC_TLS_DIR = "grpc-tls"  # under the data dir: this start's CA certificate, weed's certificate and key
 _AUTH_CODES = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken", "403"}
 
 
@@ -62,14 +68,17 @@ def start_weed(data_dir: Path, log_path: Path, credentials: S3Credentials, host:
         weed_binary(), "mini", f"-dir={data_dir.resolve()}", f"-ip={host}", f"-ip.bind={host}",
         "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
         "-master.telemetry=false",
+        "-disableHttp",  # the master's HTTP API; the components talk gRPC, clients S3
         *[f"-{name}={port}" for name, port in ports.items()],
     ]
     # Keys go through the environment only: weed reads AWS_* and creates an admin identity.
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("AWS_", "SPELLTRANSFER_S3_", "WEED_JWT_"))}
+           if not key.startswith(("AWS_", "SPELLTRANSFER_S3_", "WEED_"))}
     env.update(credentials.server_env())
     env.update(internal_jwt_env())
-    record = processes.spawn(command, env, log_path, cwd=data_dir)
+    env.update(grpc_tls.weed_grpc_tls_env(data_dir / GRPC_TLS_DIR))
+    # umask 077: the unix sockets weed opens in /tmp (gRPC, filer, S3) and its files are ours only.
+    record = processes.spawn(command, env, log_path, cwd=data_dir, umask=0o077)
     record.update(ports=ports, endpoint_url=f"http://{host}:{ports['s3.port']}")
     return record
 
