@@ -8,7 +8,9 @@
   ends FAILED;
 - SIGTERM to ``serve inference`` exits 0 with vLLM's whole process group gone;
 - the S3 server's filer and master HTTP ports refuse anonymous reads and writes, and its gRPC
-  ports want a client certificate from the CA made for that start.
+  ports want a client certificate from the CA made for that start;
+- ``registry serve`` refuses a non-loopback host without a login, answers 401 to anonymous
+  requests with one, and exits 0 on SIGTERM in every phase with mlflow's workers gone.
 """
 
 from __future__ import annotations
@@ -436,27 +438,45 @@ def _processes_naming(text: str) -> list:
     return found
 
 
-@pytest.mark.parametrize("phase", ["waiting for S3", "starting mlflow", pytest.param("serving", marks=pytest.mark.slow)])
-def test_sigterm_stops_registry_serve_cleanly(local_s3, tmp_path, phase):
-    """`registry serve` (compose's MLflow): SIGTERM while it waits for S3, while mlflow starts, or
-    while it serves stops mlflow and its uvicorn workers and exits 0, with no traceback."""
-    import requests
-
+def _start_registry_serve(local_s3, tmp_path, host: str = "127.0.0.1", s3_port: int | None = None, **env_extra):
+    """`spelltransfer registry serve` against ``local_s3`` (or a dead ``s3_port``); output in a log."""
     from spelltransfer.registry import processes
 
     port = processes.free_port()
     home = tmp_path / "registry-home"  # in every process's command line (the sqlite URI)
-    s3_port = processes.free_port() if phase == "waiting for S3" else local_s3["ports"]["s3.port"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SPELLTRANSFER_S3_", "MLFLOW_"))}
-    env.update(SPELLTRANSFER_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}", SPELLTRANSFER_S3_BUCKET="models",
-               SPELLTRANSFER_REGISTRY_HOME=str(home), PYTHONUNBUFFERED="1",
+    env.update(SPELLTRANSFER_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_port or local_s3['ports']['s3.port']}",
+               SPELLTRANSFER_S3_BUCKET="models", SPELLTRANSFER_REGISTRY_HOME=str(home), PYTHONUNBUFFERED="1",
                SPELLTRANSFER_S3_ACCESS_KEY_ID=local_s3["credentials"].access_key_id,
-               SPELLTRANSFER_S3_SECRET_ACCESS_KEY=local_s3["credentials"].secret_access_key.get_secret_value())
-    command = [sys.executable, "-m", "spelltransfer.cli", "registry", "serve", "--host", "127.0.0.1",
+               SPELLTRANSFER_S3_SECRET_ACCESS_KEY=local_s3["credentials"].secret_access_key.get_secret_value(),
+               **env_extra)
+    command = [sys.executable, "-m", "spelltransfer.cli", "registry", "serve", "--host", host,
                "--port", str(port), "--workers", "2"]
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         child = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return child, log, port, home
+
+
+def _wait_healthy(child, port: int, timeout_s: float = 90) -> None:
+    import requests
+
+    def healthy():
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+        except requests.RequestException:
+            return child.poll() is not None  # exited: stop waiting, the asserts below say why
+    _wait(healthy, timeout_s, "registry serve's MLflow to answer /health")
+
+
+@pytest.mark.parametrize("phase", ["waiting for S3", "starting mlflow", pytest.param("serving", marks=pytest.mark.slow)])
+def test_sigterm_stops_registry_serve_cleanly(local_s3, tmp_path, phase):
+    """`registry serve` (compose's MLflow): SIGTERM while it waits for S3, while mlflow starts, or
+    while it serves stops mlflow and its uvicorn workers and exits 0, with no traceback."""
+    from spelltransfer.registry import processes
+
+    s3_port = processes.free_port() if phase == "waiting for S3" else None
+    child, log, port, home = _start_registry_serve(local_s3, tmp_path, s3_port=s3_port)
     started: list = []
     try:
         if phase == "waiting for S3":
@@ -468,12 +488,7 @@ def test_sigterm_stops_registry_serve_cleanly(local_s3, tmp_path, phase):
             _wait(lambda: "bucket models" in log.read_text() or child.poll() is not None, 30, "serve to start mlflow")
             time.sleep(0.5)  # mlflow is importing: no handler of its own yet
         else:
-            def healthy():
-                try:
-                    return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
-                except requests.RequestException:
-                    return child.poll() is not None  # exited: stop waiting, the asserts below say why
-            _wait(healthy, 90, "registry serve's MLflow to answer /health")
+            _wait_healthy(child, port)
             assert len(_descendants(child.pid)) >= 3, "mlflow's uvicorn and its two workers"
         assert child.poll() is None, log.read_text()[-3000:]
         started = _descendants(child.pid)
@@ -491,6 +506,54 @@ def test_sigterm_stops_registry_serve_cleanly(local_s3, tmp_path, phase):
     assert child.returncode == 0, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     assert not left, f"still running after SIGTERM: {sorted(left)}"
+
+
+def test_registry_serve_refuses_a_non_loopback_host_without_a_login(local_s3, tmp_path):
+    from spelltransfer.registry import processes
+
+    child, log, port, _ = _start_registry_serve(local_s3, tmp_path, host="0.0.0.0", s3_port=processes.free_port())
+    try:
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    output = log.read_text()
+    assert child.returncode == 2, output[-2000:]
+    assert "SPELLTRANSFER_MLFLOW_ADMIN_PASSWORD_FILE" in output and "Traceback" not in output, output[-2000:]
+
+
+@pytest.mark.slow
+def test_registry_serve_with_a_login_refuses_anonymous_requests(local_s3, tmp_path):
+    import requests
+
+    password = "Pw-" + os.urandom(12).hex()
+    (tmp_path / "mlflow_password").write_text(password + "\n")
+    child, log, port, _ = _start_registry_serve(
+        local_s3, tmp_path, SPELLTRANSFER_MLFLOW_ADMIN_PASSWORD_FILE=str(tmp_path / "mlflow_password"))
+    try:
+        _wait_healthy(child, port)
+        assert child.poll() is None, log.read_text()[-3000:]
+        url = f"http://127.0.0.1:{port}"
+        search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+        artifact = f"{url}/api/2.0/mlflow-artifacts/artifacts/champion/adapter_model.safetensors"
+        anonymous = [requests.get(search, timeout=10), requests.put(artifact, data=b"evil", timeout=10),
+                     requests.get(artifact, timeout=10), requests.get(search, auth=("admin", "wrong"), timeout=10)]
+        assert [r.status_code for r in anonymous] == [401] * 4, [(r.status_code, r.text[:80]) for r in anonymous]
+        from spelltransfer.registry.mlflow_auth import apply_client_password_file
+
+        client_env = {"SPELLTRANSFER_MLFLOW_PASSWORD_FILE": str(tmp_path / "mlflow_password")}
+        apply_client_password_file(client_env)  # what the CLI does for every client command
+        login = (client_env["MLFLOW_TRACKING_USERNAME"], client_env["MLFLOW_TRACKING_PASSWORD"])
+        assert requests.get(search, auth=login, timeout=10).status_code == 200
+    finally:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    assert password not in log.read_text()
 
 
 def test_local_registry_stack_is_loopback_only(tmp_path):

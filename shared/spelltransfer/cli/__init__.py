@@ -29,7 +29,10 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
+    from spelltransfer.registry.mlflow_auth import apply_client_password_file
+
     try:
+        apply_client_password_file()  # before any command talks to MLflow
         app()
     except SpellTransferError as error:
         err_console.print(f"[bold red]error:[/] {error}", highlight=False)

@@ -106,16 +106,19 @@ def serve(
 
     Reads SPELLTRANSFER_S3_ENDPOINT_URL (MinIO), SPELLTRANSFER_S3_BUCKET, the S3 keys and
     SPELLTRANSFER_MLFLOW_BACKEND_STORE_URI (+ SPELLTRANSFER_MLFLOW_DB_PASSWORD_FILE for PostgreSQL).
-    SIGTERM (docker stop) at any point stops mlflow and its workers and exits 0.
+    With SPELLTRANSFER_MLFLOW_ADMIN_PASSWORD_FILE every request needs a login (user admin); a
+    non-loopback --host without it is refused. SIGTERM (docker stop) at any point stops mlflow
+    and its workers and exits 0.
     """
     from spelltransfer.errors import ConfigError
-    from spelltransfer.registry import mlflow_server, s3
+    from spelltransfer.registry import mlflow_auth, mlflow_server, s3
     from spelltransfer.registry.credentials import load_credentials
 
     config = RegistryConfig.from_env(home=home)
     if not config.s3_endpoint_url:
         raise ConfigError("registry serve: set SPELLTRANSFER_S3_ENDPOINT_URL (e.g. http://minio:9000); "
                           "on a machine without Docker use `spelltransfer registry up`")
+    auth_env = mlflow_auth.server_auth_env(host, config.home)
 
     def prepare():
         credentials = load_credentials()
@@ -124,8 +127,9 @@ def serve(
         created = s3.ensure_bucket(config.s3_endpoint_url, credentials, config.bucket)
         console.print(f"bucket {config.bucket}: {'created' if created else 'exists'} at {config.s3_endpoint_url}")
         config.home.mkdir(parents=True, exist_ok=True)
-        command = mlflow_server.mlflow_command(config.resolved_backend_store_uri, config.bucket, host, port, workers)
-        return command, mlflow_server.mlflow_env(credentials, config.s3_endpoint_url)
+        command = mlflow_server.mlflow_command(config.resolved_backend_store_uri, config.bucket, host, port, workers,
+                                               basic_auth=auth_env is not None)
+        return command, {**mlflow_server.mlflow_env(credentials, config.s3_endpoint_url), **(auth_env or {})}
 
     raise typer.Exit(mlflow_server.run_in_foreground(prepare))
 

@@ -26,6 +26,16 @@ OUTBOX_ENV = "SPELLTRANSFER_OUTBOX_DIR"
 DEFAULT_BUCKET = "spelltransfer-artifacts"
 
 
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or ``localhost``: reachable from this machine only."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def default_home() -> Path:
     """``$SPELLTRANSFER_REGISTRY_HOME`` or ``$XDG_STATE_HOME/spelltransfer/registry`` (not the repo)."""
     if os.environ.get(HOME_ENV):
@@ -54,14 +64,8 @@ class RegistryConfig(BaseModel):
     def _loopback_only(cls, host: str) -> str:
         # The embedded stack's MLflow answers without a login (its artifact proxy holds the S3
         # keys), so it is reachable from this machine only. Compose runs MLflow with
-        # `registry serve` on its internal network instead.
-        import ipaddress
-
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
+        # `registry serve` (with a login: registry.mlflow_auth) on its internal network instead.
+        if not is_loopback_host(host):
             raise ValueError(f"host {host!r}: the local stack binds loopback only (127.0.0.1, ::1): "
                              "its MLflow server has no login")
         return host

@@ -25,14 +25,16 @@ from spelltransfer.registry.errors import ServerStartError
 DB_PASSWORD_FILE_ENV = "SPELLTRANSFER_MLFLOW_DB_PASSWORD_FILE"
 
 
-def mlflow_command(backend_store_uri: str, bucket: str, host: str, port: int, workers: int = 1) -> list[str]:
+def mlflow_command(backend_store_uri: str, bucket: str, host: str, port: int, workers: int = 1,
+                   basic_auth: bool = False) -> list[str]:
     """The one command line both ``registry up`` (detached) and ``registry serve`` (compose) run."""
+    login = ["--app-name", "basic-auth"] if basic_auth else []  # registry.mlflow_auth
     return [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", backend_store_uri,
         "--artifacts-destination", f"s3://{bucket}",
         "--serve-artifacts",
-        "--host", host, "--port", str(port), "--workers", str(workers),
+        "--host", host, "--port", str(port), "--workers", str(workers), *login,
     ]
 
 
