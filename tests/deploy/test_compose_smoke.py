@@ -306,7 +306,7 @@ def _published(stack: LocalCompose) -> dict[str, int]:
     return hosts
 
 
-def test_compose_stack_runs_a_sweep_to_a_pulled_champion(tmp_path, tiny_model_path, bundled_model_path):
+def test_compose_stack_runs_a_sweep_to_a_pulled_champion(tmp_path, tiny_model_path, bundled_model_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     started = time.monotonic()
@@ -350,6 +350,9 @@ def test_compose_stack_runs_a_sweep_to_a_pulled_champion(tmp_path, tiny_model_pa
         assert "champion_registered" in submit.stdout, submit.stdout + stack.log("sweep")
 
         mlflow_url = f"http://127.0.0.1:{stack.ports['mlflow'][5000]}"
+        # MLflow asks for its login (SPELLTRANSFER_MLFLOW_ADMIN_PASSWORD_FILE in compose).
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", (stack.secrets_dir / "mlflow_password").read_text().strip())
         client = MlflowClient(mlflow_url, registry_uri=mlflow_url)
         champion = client.get_model_version_by_alias("spelling-lora", "champion")
         assert {a.path for a in client.list_artifacts(champion.run_id, "adapter")} >= {"adapter/adapter_config.json"}
