@@ -42,12 +42,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from spelltransfer.data import load_split
     from spelltransfer.evaluate import HFGenerationEngine
-    from spelltransfer.evaluate.evaluator import _as_items, select_items, token_budget
+    from spelltransfer.evaluate.evaluator import as_items, select_items, token_budget
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    items = select_items(_as_items(load_split(args.data, args.split)), limit=args.per_task)
+    items = select_items(as_items(load_split(args.data, args.split)), limit=args.per_task)
     questions = [item["prompt"] for item in items]
     budgets = [token_budget(item) for item in items]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]

@@ -119,9 +119,9 @@ def eval_command(
     if not examples:
         raise DataError(f"{source}: no examples")
     # Check the selection before loading a model: an empty selection should fail in a second.
-    from spelltransfer.evaluate.evaluator import _as_items, select_items
+    from spelltransfer.evaluate.evaluator import as_items, select_items
 
-    if not select_items(_as_items(examples), task_names, limit):
+    if not select_items(as_items(examples), task_names, limit):
         raise DataError(f"{source}: no examples for tasks {', '.join(task_names or [])}")
 
     engine = HFGenerationEngine(model, adapter_dir=adapter, batch_size=batch_size, dtype=dtype, device=device, num_threads=threads)

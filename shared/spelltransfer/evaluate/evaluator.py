@@ -147,7 +147,7 @@ def _field(example: Any, name: str, default=None):
     return getattr(example, name, default)
 
 
-def _as_items(examples: Iterable[Any]) -> list[dict]:
+def as_items(examples: Iterable[Any]) -> list[dict]:
     """Example records (objects or dicts) -> plain dicts, checking the fields scoring needs."""
     items = []
     for number, example in enumerate(examples, 1):
@@ -192,7 +192,7 @@ def prepare_items(examples: Iterable[Any], tasks: Sequence[str] | None = None, l
         form = question_form(check_mode(mode))
     except ValueError as error:
         raise ConfigError(f"mode: {error}") from None
-    items = select_items(_as_items(examples), tasks, limit)
+    items = select_items(as_items(examples), tasks, limit)
     for item in items:
         item["prompt"] = eval_prompt(item["task"], item["prompt"], form)
         item["mode"] = form

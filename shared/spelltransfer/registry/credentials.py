@@ -54,7 +54,7 @@ class S3Credentials(BaseModel):
         }
 
 
-def _read_secret_file(path_text: str, variable: str) -> str:
+def read_secret_file(path_text: str, variable: str) -> str:
     path = Path(path_text).expanduser()
     try:
         value = path.read_text(encoding="utf-8").strip()
@@ -69,7 +69,7 @@ def _lookup(env: Mapping[str, str], direct: str, file_var: str, aws: str) -> tup
     if env.get(direct):
         return env[direct], direct
     if env.get(file_var):
-        return _read_secret_file(env[file_var], file_var), file_var
+        return read_secret_file(env[file_var], file_var), file_var
     if env.get(aws):
         return env[aws], aws
     return None

@@ -21,7 +21,7 @@ from typing import Mapping, MutableMapping
 
 from spelltransfer.errors import ConfigError
 from spelltransfer.registry.config import is_loopback_host
-from spelltransfer.registry.credentials import _read_secret_file
+from spelltransfer.registry.credentials import read_secret_file
 
 ADMIN_PASSWORD_FILE_ENV = "SPELLTRANSFER_MLFLOW_ADMIN_PASSWORD_FILE"
 CLIENT_PASSWORD_FILE_ENV = "SPELLTRANSFER_MLFLOW_PASSWORD_FILE"
@@ -42,7 +42,7 @@ def server_auth_env(host: str, home: Path, env: Mapping[str, str] | None = None)
             f"set {ADMIN_PASSWORD_FILE_ENV} to a file holding the admin password (clients: "
             f"MLFLOW_TRACKING_USERNAME={ADMIN_USER} and {CLIENT_PASSWORD_FILE_ENV}), or bind --host 127.0.0.1"
         )
-    password = _read_secret_file(env[ADMIN_PASSWORD_FILE_ENV], ADMIN_PASSWORD_FILE_ENV)
+    password = read_secret_file(env[ADMIN_PASSWORD_FILE_ENV], ADMIN_PASSWORD_FILE_ENV)
     home.mkdir(parents=True, exist_ok=True)
     config = home / AUTH_CONFIG_NAME
     # No password in the file: MLflow reads it from MLFLOW_AUTH_ADMIN_PASSWORD. Authenticated
@@ -65,5 +65,5 @@ def apply_client_password_file(env: MutableMapping[str, str] | None = None) -> N
     """``SPELLTRANSFER_MLFLOW_PASSWORD_FILE`` → ``MLFLOW_TRACKING_PASSWORD`` (user ``admin`` unless set)."""
     env = os.environ if env is None else env
     if env.get(CLIENT_PASSWORD_FILE_ENV) and not env.get("MLFLOW_TRACKING_PASSWORD"):
-        env["MLFLOW_TRACKING_PASSWORD"] = _read_secret_file(env[CLIENT_PASSWORD_FILE_ENV], CLIENT_PASSWORD_FILE_ENV)
+        env["MLFLOW_TRACKING_PASSWORD"] = read_secret_file(env[CLIENT_PASSWORD_FILE_ENV], CLIENT_PASSWORD_FILE_ENV)
         env.setdefault("MLFLOW_TRACKING_USERNAME", ADMIN_USER)

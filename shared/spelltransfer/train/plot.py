@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from spelltransfer.atomic import open_atomic
+
+log = logging.getLogger(__name__)
 
 
 def plot_metric(history: list[tuple[int, float]], metric: str, out_path: Path, best_step: int | None,
@@ -36,3 +39,20 @@ def plot_metric(history: list[tuple[int, float]], metric: str, out_path: Path, b
         fig.savefig(handle, dpi=110, format="png")
         plt.close(fig)
     return out_path
+
+
+def plot_run(config, history: list[dict], metric: str, output_dir, run_name: str, best_step: int | None,
+             stop_step: int | None, stop_reason: str) -> Path | None:
+    """A run's ``metric`` by step as ``training.plot_dir/EXPERIMENT_RUN_METRIC.png`` (every engine
+    plots through this); None when nothing was measured or matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:  # e.g. a bare GPU box: the run is still complete without its picture
+        log.warning("matplotlib is not installed; skipping the %s plot", metric)
+        return None
+    points = [(h["step"], h[metric]) for h in history if metric in h]
+    if not points:
+        return None
+    out = Path(config.training.plot_dir) / f"{config.training.experiment}_{run_name}_{metric}.png"
+    return plot_metric(points, metric, out, best_step, stop_step, stop_reason,
+                       f"{config.training.experiment}/{run_name}: {metric} by step")

@@ -33,6 +33,7 @@ from spelltransfer.safe_yaml import load_yaml_file
 from spelltransfer.train.config import RunConfig, validate_config
 from spelltransfer.train.dataset import BatchOrder, mix_tasks, read_split, tokenize_example
 from spelltransfer.train.early_stopping import EarlyStopping
+from spelltransfer.train.plot import plot_run
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _load_examples(config: RunConfig):
+def load_training_examples(config: RunConfig):
     """Training records (spelling, plus any mixed-in tasks) and the validation sample."""
     training = config.training
     records = read_split(training.data_dir, "train")
@@ -228,7 +229,7 @@ def run_training(config: RunConfig, output_dir: str | Path | None = None, resume
         loaded = backend.load(config.model, training.seed)
         model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
         prompt_format = PromptFormat.from_tokenizer(tokenizer)
-        train_records, eval_records = _load_examples(config)
+        train_records, eval_records = load_training_examples(config)
         max_len = config.model.max_seq_length
         train_examples = [tokenize_example(r, tokenizer, prompt_format, max_len) for r in train_records]
         eval_examples = [tokenize_example(r, tokenizer, prompt_format, max_len) for r in eval_records]
@@ -327,7 +328,7 @@ def run_training(config: RunConfig, output_dir: str | Path | None = None, resume
         _save_adapter_atomic(model, tokenizer, adapter_dir)
 
         metric_name = es_config.metric if es_config.enabled else "eval_loss"
-        plot_path = _plot(config, history, metric_name, output_dir, run_name, best_step, step, stop_reason)
+        plot_path = plot_run(config, history, metric_name, output_dir, run_name, best_step, step, stop_reason)
         summary = run_folder.metrics_summary(
             history=history, stop_step=step, stop_reason=stop_reason, best_step=best_step, metric_name=metric_name,
             adapter_dir=adapter_dir, backend=backend.name, device=device, base_model=loaded.model_path,
@@ -363,18 +364,3 @@ def _save_adapter_atomic(model, tokenizer, adapter_dir: Path) -> None:
     with staged_dir(adapter_dir) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-
-
-def _plot(config, history, metric, output_dir, run_name, best_step, stop_step, stop_reason) -> Path | None:
-    try:
-        from spelltransfer.train.plot import plot_metric
-        import matplotlib  # noqa: F401
-    except ImportError:  # e.g. a bare GPU box: the run is still complete without its picture
-        log.warning("matplotlib is not installed; skipping the %s plot", metric)
-        return None
-    points = [(h["step"], h[metric]) for h in history if metric in h]
-    if not points:
-        return None
-    out = Path(config.training.plot_dir) / f"{config.training.experiment}_{run_name}_{metric}.png"
-    return plot_metric(points, metric, out, best_step, stop_step, stop_reason,
-                       f"{config.training.experiment}/{run_name}: {metric} by step")

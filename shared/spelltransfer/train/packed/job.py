@@ -353,7 +353,7 @@ class PackJob:
         from spelltransfer.track import build_tracker
         from spelltransfer.train.model_config import resolve_target_modules
         from spelltransfer.train.packed.trainer import PackedTrainer, prepare_examples
-        from spelltransfer.train.trainer import _load_examples, open_run_folder
+        from spelltransfer.train.trainer import load_training_examples, open_run_folder
 
         shared = self.shared
         if shared.training.num_threads:
@@ -373,7 +373,7 @@ class PackJob:
         for member in self.members:
             key = (member.config.training.seed, member.config.training.eval_samples)
             if key not in samples:
-                records, sample = _load_examples(member.config)
+                records, sample = load_training_examples(member.config)
                 train_records = train_records if train_records is not None else records
                 samples[key] = (sample, prepare_examples(sample, tokenizer, max_len))
             member.eval_records, member.eval_prepared = samples[key]
@@ -540,7 +540,7 @@ class PackJob:
         from spelltransfer.atomic import staged_dir
         from spelltransfer.data import load_split
         from spelltransfer.evaluate.evaluator import EvalResult
-        from spelltransfer.train.trainer import _plot
+        from spelltransfer.train.plot import plot_run
 
         trainer = self.trainer
         for member in members:
@@ -577,7 +577,7 @@ class PackJob:
             best_step = member.stopper.best_step if es.enabled else None
             metric_name = es.metric if es.enabled else "eval_loss"
             run_name = training.run_name or member.output_dir.name
-            plot_path = _plot(config, member.history, metric_name, member.output_dir, run_name, best_step, step, reason)
+            plot_path = plot_run(config, member.history, metric_name, member.output_dir, run_name, best_step, step, reason)
             losses = trainer.history.losses[member.index]
             summary = run_folder.metrics_summary(
                 history=member.history, stop_step=step, stop_reason=reason, best_step=best_step,
