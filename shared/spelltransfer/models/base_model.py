@@ -131,6 +131,19 @@ def load_tokenizer(name: str = DEFAULT_MODEL):
     return tokenizer
 
 
+_DTYPE_NAMES = {"float32": "fp32", "fp32": "fp32", "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16"}
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``model.dtype`` on ``device`` as ``fp32``/``bf16``/``fp16``: ``auto`` = bf16 on CUDA, fp32 on CPU
+    (bf16 matmuls are slow on many CPUs). The one rule for what the base weights are loaded in."""
+    if dtype == "auto":
+        return "bf16" if device.startswith("cuda") else "fp32"
+    if dtype not in _DTYPE_NAMES:
+        raise ModelNotFoundError(f"dtype '{dtype}' unknown; use auto, float32, bfloat16 or float16")
+    return _DTYPE_NAMES[dtype]
+
+
 def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", device: str | None = None):
     """The causal LM in eval mode on ``device`` (cuda if available, else cpu).
 
@@ -140,13 +153,7 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", device: str | Non
     from transformers import AutoModelForCausalLM
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if dtype == "auto":
-        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    else:
-        torch_dtype = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                       "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}.get(dtype)
-        if torch_dtype is None:
-            raise ModelNotFoundError(f"dtype '{dtype}' unknown; use auto, float32, bfloat16 or float16")
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[resolve_dtype(dtype, device)]
     path = resolve_model_path(name)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)

@@ -164,11 +164,11 @@ def default_device() -> str:
 
 
 def packed_compute_precision(config: RunConfig, device: str) -> str:
-    """What the packed engine computes in on ``device``: the base weights' dtype (``model.dtype``,
-    auto = bf16 on CUDA, fp32 on CPU as ``load_model`` resolves it); the adapters are cast to it."""
-    if config.model.dtype == "auto":
-        return "bf16" if device.startswith("cuda") else "fp32"
-    return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[config.model.dtype]
+    """What the packed engine computes in on ``device``: the base weights' dtype (``model.dtype`` as
+    ``load_model`` resolves it); the adapters are cast to it."""
+    from spelltransfer.models.base_model import resolve_dtype
+
+    return resolve_dtype(config.model.dtype, device)
 
 
 def unpackable_reason(config: RunConfig, device: str | None = None) -> str | None:
