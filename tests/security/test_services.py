@@ -7,8 +7,9 @@
 - a trial whose process cannot start is FAILED with the reason; a sweep with no successful trial
   ends FAILED;
 - SIGTERM to ``serve inference`` exits 0 with vLLM's whole process group gone;
-- the S3 server's filer and master HTTP ports refuse anonymous reads and writes, and its gRPC
-  ports want a client certificate from the CA made for that start;
+- the S3 server's filer and master HTTP ports refuse anonymous reads and writes, its volume and
+  master HTTP ports give no state (``/status``, ``/cluster/status``) without a client certificate,
+  and its gRPC ports want one (from the CA made for that start) -- each checked live with it;
 - ``registry serve`` refuses a non-loopback host without a login, answers 401 to anonymous
   requests with one, and exits 0 on SIGTERM in every phase with mlflow's workers gone.
 """
@@ -346,18 +347,29 @@ def _unchanged(client) -> None:
     assert [item["Key"] for item in listed.get("Contents", [])] == ["champion/adapter_model.safetensors"]
 
 
+def _tls_files(local_s3) -> dict[str, str]:
+    tls = local_s3["tls_dir"]
+    return {"ca": str(tls / "ca.crt"), "cert": str(tls / "weed.crt"), "key": str(tls / "weed.key")}
+
+
 def test_s3_filer_port_refuses_anonymous_reads_and_writes(local_s3):
+    """Without the start's client certificate the filer's HTTP port is TLS-only (a plain request
+    gets weed's one-line 400); with it but without a filer JWT, reads and writes are still refused."""
     import requests
 
-    filer = f"http://127.0.0.1:{local_s3['ports']['filer.port']}/buckets/models"
-    anonymous = [
-        requests.get(f"{filer}/champion/adapter_model.safetensors", timeout=10),
-        requests.get(f"{filer}/champion/", timeout=10),
-        requests.put(f"{filer}/champion/adapter_model.safetensors", data=b"evil", timeout=10),
-        requests.post(f"{filer}/champion/new.bin", files={"file": ("new.bin", b"evil")}, timeout=10),
-    ]
-    assert all(r.status_code in (401, 404) for r in anonymous), [(r.status_code, r.text[:80]) for r in anonymous]
-    assert all(b"weights" not in r.content for r in anonymous)
+    tls = _tls_files(local_s3)
+    port = local_s3["ports"]["filer.port"]
+    for scheme, options in (("http", {}), ("https", {"verify": tls["ca"], "cert": (tls["cert"], tls["key"])})):
+        filer = f"{scheme}://127.0.0.1:{port}/buckets/models"
+        anonymous = [
+            requests.get(f"{filer}/champion/adapter_model.safetensors", timeout=10, **options),
+            requests.get(f"{filer}/champion/", timeout=10, **options),
+            requests.put(f"{filer}/champion/adapter_model.safetensors", data=b"evil", timeout=10, **options),
+            requests.post(f"{filer}/champion/new.bin", files={"file": ("new.bin", b"evil")}, timeout=10, **options),
+        ]
+        refused = (400, 401, 404) if scheme == "http" else (401, 404)
+        assert all(r.status_code in refused for r in anonymous), (scheme, [(r.status_code, r.text[:80]) for r in anonymous])
+        assert all(b"weights" not in r.content for r in anonymous)
     _unchanged(local_s3["client"])
 
 
@@ -377,12 +389,42 @@ def test_s3_master_http_refuses_anonymous_assign_and_writes(local_s3):
     _unchanged(local_s3["client"])
 
 
+# What weed answers on these without any JWT check: the volume server's state (data dir, disk
+# totals, every volume's collection, size and file count) and the master's UI and cluster state.
+_STATUS_PAGES = {"volume.port": "/status", "master.port": "/cluster/status"}
+_STATUS_LEAKS = ("DiskStatuses", "Volumes", '"models"', "IsLeader", "MaxVolumeId")
+
+
+def test_s3_volume_and_master_http_give_no_state_without_the_certificate(local_s3):
+    """Plain HTTP gets a one-line 400, HTTPS without a client certificate fails the handshake;
+    the same page with the start's certificate answers (the port is live: only that differs)."""
+    import requests
+
+    tls = _tls_files(local_s3)
+    for name, page in _STATUS_PAGES.items():
+        port = local_s3["ports"][name]
+        plain = requests.get(f"http://127.0.0.1:{port}{page}", timeout=10)
+        assert plain.status_code == 400, (name, plain.status_code, plain.text[:200])
+        assert not any(leak in plain.text for leak in _STATUS_LEAKS), (name, plain.text[:200])
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"https://127.0.0.1:{port}{page}", verify=tls["ca"], timeout=10)
+        mutual = requests.get(f"https://127.0.0.1:{port}{page}", verify=tls["ca"], cert=(tls["cert"], tls["key"]),
+                              timeout=10)
+        assert mutual.status_code == 200 and any(leak in mutual.text for leak in _STATUS_LEAKS), (name, mutual.text[:200])
+    filer = local_s3["ports"]["filer.port"]
+    assert requests.get(f"http://127.0.0.1:{filer}/buckets/models/champion/", timeout=10).status_code == 400
+    _unchanged(local_s3["client"])  # uploads and downloads through the S3 port still work
+
+
 # One cheap call per gRPC service; an empty message is a valid request for each.
 _GRPC_PROBES = {
     "master.port.grpc": "/master_pb.Seaweed/GetMasterConfiguration",
     "filer.port.grpc": "/filer_pb.SeaweedFiler/GetFilerConfiguration",
     "volume.port.grpc": "/volume_server_pb.VolumeServer/VolumeServerStatus",
 }
+# A method no server has: UNIMPLEMENTED proves the TLS handshake passed and a gRPC server answered
+# (a closed port, a refused handshake and a missing certificate are all UNAVAILABLE).
+_UNKNOWN_METHOD = "/spelltransfer.Probe/Nothing"
 
 
 def _grpc_call(port: int, method: str, credentials=None) -> grpc.StatusCode:
@@ -397,23 +439,42 @@ def _grpc_call(port: int, method: str, credentials=None) -> grpc.StatusCode:
             return error.code()
 
 
-def test_s3_grpc_ports_want_a_client_certificate(local_s3):
-    ports, tls = local_s3["ports"], local_s3["tls_dir"]
-    ca = (tls / "ca.crt").read_bytes()
+def _grpc_answers(ports: dict[str, int], tls_dir: Path) -> dict[str, tuple]:
+    """Per gRPC port: (plain, TLS without a client certificate, mutual TLS) for a real method where
+    an empty request is safe, and for ``_UNKNOWN_METHOD`` on every port (s3 and admin included)."""
+    ca = (tls_dir / "ca.crt").read_bytes()
     no_client_cert = grpc.ssl_channel_credentials(root_certificates=ca)
-    with_client_cert = grpc.ssl_channel_credentials(root_certificates=ca, private_key=(tls / "weed.key").read_bytes(),
-                                                    certificate_chain=(tls / "weed.crt").read_bytes())
-    answers = {name: (_grpc_call(ports[name], method), _grpc_call(ports[name], method, no_client_cert),
-                      _grpc_call(ports[name], method, with_client_cert))
-               for name, method in _GRPC_PROBES.items()}
-    for name, (plain, tls_only, mutual) in answers.items():
-        assert plain != grpc.StatusCode.OK and tls_only != grpc.StatusCode.OK, (name, answers)
-        assert mutual == grpc.StatusCode.OK, (name, answers)  # the port is live: only the certificate differs
-    for name in ("s3.port.grpc", "admin.port.grpc"):
-        with grpc.insecure_channel(f"127.0.0.1:{ports[name]}") as channel:
-            with pytest.raises(grpc.FutureTimeoutError):
-                grpc.channel_ready_future(channel).result(timeout=3)
+    with_client_cert = grpc.ssl_channel_credentials(root_certificates=ca, private_key=(tls_dir / "weed.key").read_bytes(),
+                                                    certificate_chain=(tls_dir / "weed.crt").read_bytes())
+    probes = [(name, method) for name, method in _GRPC_PROBES.items()]
+    probes += [(name, _UNKNOWN_METHOD) for name in (*_GRPC_PROBES, "s3.port.grpc", "admin.port.grpc")]
+    return {(name, method): tuple(_grpc_call(ports[name], method, credentials)
+                                  for credentials in (None, no_client_cert, with_client_cert))
+            for name, method in probes}
+
+
+def assert_grpc_ports_want_a_client_certificate(ports: dict[str, int], tls_dir: Path) -> None:
+    answers = _grpc_answers(ports, tls_dir)
+    for (name, method), (plain, tls_only, mutual) in answers.items():
+        assert plain == tls_only == grpc.StatusCode.UNAVAILABLE, (name, method, answers)
+        live = grpc.StatusCode.UNIMPLEMENTED if method == _UNKNOWN_METHOD else grpc.StatusCode.OK
+        assert mutual == live, (name, method, answers)  # the port is live: only the certificate differs
+
+
+def test_s3_grpc_ports_want_a_client_certificate(local_s3):
+    assert_grpc_ports_want_a_client_certificate(local_s3["ports"], local_s3["tls_dir"])
     _unchanged(local_s3["client"])
+
+
+def test_s3_grpc_check_fails_on_a_dead_port(local_s3):
+    """The check itself: a port nothing listens on (the old admin/s3 check passed it: an insecure
+    channel that never gets ready looks the same as a refused handshake) must fail it."""
+    from spelltransfer.registry import processes
+
+    for name in ("s3.port.grpc", "admin.port.grpc"):
+        dead = {**local_s3["ports"], name: processes.free_port()}
+        with pytest.raises(AssertionError, match=name):
+            assert_grpc_ports_want_a_client_certificate(dead, local_s3["tls_dir"])
 
 
 def _descendants(pid: int) -> list:

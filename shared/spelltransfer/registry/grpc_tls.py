@@ -1,11 +1,20 @@
-"""Mutual TLS for ``weed mini``'s gRPC ports: a throwaway CA and one certificate per start.
+"""Mutual TLS for ``weed mini``'s internal ports: a throwaway CA and one certificate per start.
 
 Without it, anything on the machine can call the master's, filer's and volume server's gRPC
-APIs (assign, write, read and delete needles, list and edit filer entries) with no key at all.
+APIs (assign, write, read and delete needles, list and edit filer entries) with no key at all,
+and read the volume server's ``/status`` (data dir, collections, volume sizes and file counts)
+and the master's UI and ``/cluster/status`` over plain HTTP -- weed guards neither with its JWT
+keys or its ``-whiteList`` (a whitelist only wraps the needle handlers, and on loopback every
+local user shares the S3 gateway's address anyway).
+
 With ``[grpc]`` set, every gRPC server in the process asks for a client certificate signed by
-this CA, and the components present the same certificate to each other. The CA's key is never
-written: nothing can sign another certificate after ``make_certificates`` returns, and each start
-makes a new pair, so nothing stored depends on them.
+this CA; with ``[https.master|volume|filer]`` set, so do their HTTP ports (TLS with
+``RequireAndVerifyClientCert``; a plain-HTTP request gets weed's one-line 400 and no data),
+and ``[https.client]`` makes the components (the S3 gateway's uploads and downloads to the
+volume server included) dial each other over HTTPS with the same certificate. Only the S3 port
+stays plain HTTP, and it wants the S3 keys. The CA's key is never written: nothing can sign
+another certificate after ``make_certificates`` returns, and each start makes a new pair, so
+nothing stored depends on them.
 """
 
 from __future__ import annotations
@@ -22,6 +31,9 @@ from cryptography.x509.oid import NameOID
 
 # Every gRPC server section ``weed scaffold -config=security`` lists (weed 4.x).
 WEED_GRPC_COMPONENTS = ("master", "volume", "filer", "s3", "admin", "msg_broker", "msg_agent", "worker", "mq", "client")
+# The HTTP servers behind mutual TLS (``[https.<component>]``). Not the S3 port (clients, keys) and
+# not admin (its UI is off: ``-admin.ui=false``, every path 404).
+WEED_HTTPS_COMPONENTS = ("master", "volume", "filer")
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -57,11 +69,18 @@ def make_certificates(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def weed_grpc_tls_env(folder: Path) -> dict[str, str]:
-    """Fresh certificates in ``folder`` and the ``WEED_GRPC_*`` variables (security.toml's ``[grpc]``)."""
+def weed_tls_env(folder: Path) -> dict[str, str]:
+    """Fresh certificates in ``folder`` and the ``WEED_GRPC_*`` and ``WEED_HTTPS_*`` variables
+    (security.toml's ``[grpc]``, ``[https.<server>]`` and ``[https.client]``)."""
     paths = make_certificates(folder)
-    env = {"WEED_GRPC_CA": str(paths["ca"])}
+    ca, cert, key = str(paths["ca"]), str(paths["cert"]), str(paths["key"])
+    env = {"WEED_GRPC_CA": ca}
     for component in WEED_GRPC_COMPONENTS:
-        env[f"WEED_GRPC_{component.upper()}_CERT"] = str(paths["cert"])
-        env[f"WEED_GRPC_{component.upper()}_KEY"] = str(paths["key"])
+        env[f"WEED_GRPC_{component.upper()}_CERT"] = cert
+        env[f"WEED_GRPC_{component.upper()}_KEY"] = key
+    for component in WEED_HTTPS_COMPONENTS:
+        env.update({f"WEED_HTTPS_{component.upper()}_{part}": value
+                    for part, value in (("CERT", cert), ("KEY", key), ("CA", ca))})
+    env.update(WEED_HTTPS_CLIENT_ENABLED="true", WEED_HTTPS_CLIENT_CERT=cert, WEED_HTTPS_CLIENT_KEY=key,
+               WEED_HTTPS_CLIENT_CA=ca)
     return env

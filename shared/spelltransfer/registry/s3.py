@@ -5,10 +5,12 @@ same against it. ``weed mini`` opens ten ports (master, volume, filer, s3, admin
 for each); all of them are chosen here so two stacks (or a test and a developer's stack) never
 clash, and the optional gateways (WebDAV, Iceberg, Lance) are switched off.
 
-Only the S3 port serves objects without a weed-internal key: the master's HTTP API is off
-(``-disableHttp``: its ``/dir/assign`` and ``/submit`` wrote anonymously), the filer and volume
-HTTP APIs want a JWT signed with keys only the process holds, and every gRPC port wants a client
-certificate from a CA made for this start (``grpc_tls``).
+Only the S3 port answers without a weed-internal credential, and it wants the S3 keys: the
+master's HTTP API is off (``-disableHttp``: its ``/dir/assign`` and ``/submit`` wrote
+anonymously), the filer and volume HTTP APIs want a JWT signed with keys only the process holds,
+and every gRPC port and the master, volume and filer HTTP ports want a client certificate from a
+CA made for this start (``grpc_tls``: the volume server's ``/status`` and the master's UI answer
+no JWT check).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def start_weed(data_dir: Path, log_path: Path, credentials: S3Credentials, host:
            if not key.startswith(("AWS_", "SPELLTRANSFER_S3_", "WEED_"))}
     env.update(credentials.server_env())
     env.update(internal_jwt_env())
-    env.update(grpc_tls.weed_grpc_tls_env(data_dir / GRPC_TLS_DIR))
+    env.update(grpc_tls.weed_tls_env(data_dir / GRPC_TLS_DIR))
     # umask 077: the unix sockets weed opens in /tmp (gRPC, filer, S3) and its files are ours only.
     record = processes.spawn(command, env, log_path, cwd=data_dir, umask=0o077)
     record.update(ports=ports, endpoint_url=f"http://{host}:{ports['s3.port']}")
