@@ -257,10 +257,12 @@ port = int(args[args.index("--port") + 1])
 engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # vLLM's engine core
 open(os.environ["FAKE_VLLM_ENGINE_PID"], "w").write(str(engine.pid))
 
+ready = os.environ.get("FAKE_VLLM_READY") != "never"  # "never": still loading its weights
+
 class Models(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = json.dumps({"data": [{"id": "base"}]}).encode()
-        self.send_response(200)
+        self.send_response(200 if ready else 503)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -282,7 +284,10 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def test_sigterm_stops_serve_inference_cleanly(tmp_path):
+@pytest.mark.parametrize("phase", ["serving", "starting"])
+def test_sigterm_stops_serve_inference_cleanly(tmp_path, phase):
+    """SIGTERM once vLLM answers, or while the wrapper still waits for it to answer: exit 0, no
+    traceback, vLLM's whole group (its engine core) gone."""
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
     (tmp_path / "fake_vllm.py").write_text(FAKE_VLLM)
@@ -290,7 +295,8 @@ def test_sigterm_stops_serve_inference_cleanly(tmp_path):
     python.write_text(f"#!/bin/sh\nexec {sys.executable} {tmp_path / 'fake_vllm.py'} \"$@\"\n")
     python.chmod(0o755)
     engine_pid_file = tmp_path / "engine.pid"
-    env = dict(os.environ, SPELLTRANSFER_SERVE_PYTHON=str(python), FAKE_VLLM_ENGINE_PID=str(engine_pid_file))
+    env = dict(os.environ, SPELLTRANSFER_SERVE_PYTHON=str(python), FAKE_VLLM_ENGINE_PID=str(engine_pid_file),
+               FAKE_VLLM_READY="never" if phase == "starting" else "now")
     command = [sys.executable, "-m", "spelltransfer.cli", "serve", "inference", "--model", str(tmp_path / "model"),
                "--port", "0", "--log-file", str(tmp_path / "vllm.log")]
     child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -298,7 +304,7 @@ def test_sigterm_stops_serve_inference_cleanly(tmp_path):
     try:
         _wait(lambda: engine_pid_file.exists() and engine_pid_file.read_text(), 60, "the fake vLLM to start")
         engine = int(engine_pid_file.read_text())
-        time.sleep(1.0)  # past the readiness poll: the wrapper now waits on vLLM
+        time.sleep(1.0)  # serving: past the readiness poll, the wrapper waits on vLLM; starting: polling
         child.send_signal(signal.SIGTERM)
         _, stderr = child.communicate(timeout=15)
     finally:
@@ -308,9 +314,9 @@ def test_sigterm_stops_serve_inference_cleanly(tmp_path):
         if engine and _alive(engine):
             os.kill(engine, signal.SIGKILL)
             raise AssertionError("vLLM's engine process outlived `serve inference`")
-    assert "vLLM ready" in stderr, stderr
+    assert ("vLLM ready" in stderr) == (phase == "serving"), stderr
     assert child.returncode == 0, stderr
-    assert "Traceback" not in stderr, stderr
+    assert "Traceback" not in stderr and "vLLM stopped (SIGTERM)" in stderr, stderr
 
 
 # ---------------------------------------------------------------- the local S3 server

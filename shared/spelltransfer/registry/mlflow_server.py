@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -16,7 +14,8 @@ from pathlib import Path
 
 import requests
 
-from spelltransfer.processes import signal_group, stop_group
+from spelltransfer.processes import Foreground
+from spelltransfer.processes import run_in_foreground as supervise_in_foreground
 from spelltransfer.registry import processes
 from spelltransfer.registry.credentials import S3Credentials
 from spelltransfer.registry.errors import ServerStartError
@@ -98,54 +97,14 @@ def wait_ready(url: str, timeout: float, record: dict | None = None) -> float:
     raise ServerStartError(f"mlflow server at {url} not healthy after {timeout:.0f} s; see {record and record['log']}")
 
 
-class StopRequested(BaseException):
-    """SIGTERM/SIGINT arrived before the server was started: nothing to stop (a BaseException, so
-    no ``except Exception`` on the way, in boto3 or ours, swallows it)."""
-
-
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
 def run_in_foreground(prepare: Callable[[], tuple[list[str], dict[str, str]]], cwd: Path | None = None) -> int:
-    """Run ``prepare()`` (wait for S3, make the bucket; returns the command and its env), then that
-    command as a child in its own process group until it exits; returns its exit code.
+    """``registry serve``: run ``prepare()`` (wait for S3, make the bucket; returns the command and
+    its env), then that command until it exits; returns its exit code. SIGTERM/SIGINT at any
+    point stop mlflow's whole group (uvicorn and its workers) and return 0
+    (``spelltransfer.processes.run_in_foreground`` owns that)."""
 
-    SIGTERM/SIGINT (``docker stop``, systemd, Ctrl-C) at any point mean a clean stop and exit code
-    0: during ``prepare`` the handler interrupts it; once the child runs it forwards SIGTERM to the
-    child's group (mlflow's uvicorn and its workers), waits for the group to be empty (SIGKILL
-    after 20 s) and returns 0. ``os.exec`` would leave the first seconds of mlflow's start, before
-    uvicorn installs its handlers, to Python's default: death by signal, exit 143.
-    """
-    child: subprocess.Popen | None = None
-    stopping: list[int] = []
+    def start(foreground: Foreground) -> None:
+        command, env = prepare()
+        foreground.spawn(command, env=env, cwd=cwd)
 
-    def on_signal(signum, frame) -> None:
-        stopping.append(signum)
-        if child is None:
-            raise StopRequested(signum)
-        signal_group(child.pid, signal.SIGTERM)
-
-    previous = {signum: signal.signal(signum, on_signal) for signum in _STOP_SIGNALS}
-    try:
-        try:
-            command, env = prepare()
-            # Blocked while the child starts, so a signal finds `child` set; the child unblocks them.
-            signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-            try:
-                child = subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True,
-                                         preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS))
-            finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-        except (StopRequested, KeyboardInterrupt):
-            stopping.append(signal.SIGTERM)
-        if child is not None:
-            code = child.wait()
-    finally:
-        if child is not None:
-            stop_group(child.pid, 20.0, poll_s=0.1, kill_wait_s=5.0)  # workers left in the group
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if stopping:
-        print(f"mlflow server stopped ({signal.Signals(stopping[0]).name})", file=sys.stderr, flush=True)
-        return 0
-    return code
+    return supervise_in_foreground(start, "mlflow server")

@@ -19,12 +19,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from spelltransfer.errors import ConfigError, SpellTransferError
-from spelltransfer.processes import free_port, signal_group, stop_group
+from spelltransfer.processes import Foreground, free_port, run_in_foreground, signal_group, stop_group
 from spelltransfer.run_folder import RunFolder
 
 SERVE_VENV_ENV = "SPELLTRANSFER_SERVE_PYTHON"
@@ -168,7 +169,9 @@ class VLLMServer:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def start(self) -> "VLLMServer":
+    def start(self, spawn: Callable[..., subprocess.Popen] | None = None) -> "VLLMServer":
+        """Start vLLM and wait until it answers. ``spawn`` starts the process in its own group
+        (default ``subprocess.Popen`` in a new session; ``serve_forever`` passes its supervisor's)."""
         from spelltransfer.models import resolve_model_path
 
         config = self.config
@@ -192,8 +195,11 @@ class VLLMServer:
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
             # Own process group: vLLM forks an engine-core process that must stop with it.
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
+            if spawn is None:
+                self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                start_new_session=True)
+            else:
+                self.process = spawn(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             self._wait_ready(started)
         except BaseException:
@@ -256,31 +262,16 @@ class VLLMServer:
 
 
 def serve_forever(config: InferenceServerConfig) -> int:
-    """Run vLLM in the foreground until Ctrl-C / SIGTERM; returns its exit code (0 when stopped by a signal).
+    """Run vLLM in the foreground until Ctrl-C / SIGTERM; returns its exit code (0 when stopped by a
+    signal, also one that came while vLLM was starting). ``spelltransfer.processes.run_in_foreground``
+    owns the signals: vLLM's whole group (its engine core) is gone before this returns, so
+    ``docker stop``/systemd see a clean exit 0."""
+    server = VLLMServer(config)
 
-    The handlers only ask vLLM to stop; the main thread, which waits on the process, then waits
-    for the whole group, so ``docker stop``/systemd see a clean exit 0 and no child is left."""
-    server = VLLMServer(config).start()
-    print(f"vLLM ready at {server.base_url} in {server.startup_s:.1f} s "
-          f"(models: {config.served_model_name}{''.join(', ' + a.name for a in config.adapters)}); log {server.log_path}",
-          file=sys.stderr, flush=True)
-    stopping: list[int] = []
+    def start(foreground: Foreground) -> None:
+        server.start(spawn=foreground.spawn)
+        print(f"vLLM ready at {server.base_url} in {server.startup_s:.1f} s "
+              f"(models: {config.served_model_name}{''.join(', ' + a.name for a in config.adapters)}); "
+              f"log {server.log_path}", file=sys.stderr, flush=True)
 
-    def on_signal(signum, frame) -> None:
-        stopping.append(signum)
-        server.terminate()
-
-    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        code = server.process.wait()
-    except KeyboardInterrupt:  # a SIGINT that arrived before the handler was set
-        stopping.append(signal.SIGINT)
-        code = 0
-    finally:
-        server.stop()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if stopping:
-        print(f"vLLM stopped ({signal.Signals(stopping[0]).name})", file=sys.stderr, flush=True)
-        return 0
-    return code
+    return run_in_foreground(start, "vLLM")
