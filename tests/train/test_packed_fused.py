@@ -90,3 +90,80 @@ def test_supports_names_what_is_missing(tiny_model_path):
     model, _ = load(tiny_model_path)
     inject_multi_lora(model, ["q_proj", "v_proj"], [4], [8], kernel="loop")
     assert "k_proj" in FusedDecoder.supports(model)
+
+
+def _lora_operands(dtype, n=37, d_in=24, r=8, d_out=16, ends=(5, 5, 20, 37)):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, d_in, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+    a = torch.randn(len(ends), r, d_in, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+    b = torch.randn(len(ends), d_out, r, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+    grad = torch.randn(n, d_out, generator=g, dtype=torch.float64).to(dtype)
+    return x, a, b, grad, list(ends), torch.tensor(ends, dtype=torch.int32)
+
+
+def test_opaque_lora_op_matches_the_slice_loop():
+    """``lora_grouped`` (the grouped LoRA pair as one opaque op, for torch.compile -- issue 14): fp64
+    gradcheck of its backward formulas (loop body); fp32 forward/backward equal autograd through
+    the slice loop (grouped-GEMM body where this torch has a CPU one); a trial without tokens
+    gets zero gradient; the op's fake/autograd registration passes ``torch.library.opcheck``."""
+    from spelltransfer.train.packed.multi_lora import lora_delta, lora_grouped
+
+    x, a, b, _, _, offs = _lora_operands(torch.float64, n=9, d_in=4, r=2, d_out=3, ends=(2, 2, 9))
+    assert torch.autograd.gradcheck(lambda x, a, b: lora_grouped(x, a, b, offs), (x, a, b))
+    x, a, b, grad, ends, offs = _lora_operands(torch.float32)
+    out = lora_grouped(x, a, b, offs)
+    got = torch.autograd.grad(out, (x, a, b), grad)
+    ref_out = lora_delta(x, a, b, None, ends, "loop")
+    ref = torch.autograd.grad(ref_out, (x, a, b), grad)
+    assert torch.allclose(out, ref_out, atol=1e-5, rtol=1e-5)
+    for name, g_got, g_ref in zip(("x", "a", "b"), got, ref):
+        assert torch.allclose(g_got, g_ref, atol=1e-4, rtol=1e-5), name
+    assert got[1][1].abs().sum() == 0 and got[2][1].abs().sum() == 0  # trial 1 has no tokens
+    torch.library.opcheck(lora_grouped, (x, a, b, offs))
+
+
+def test_fused_decoder_opaque_grouped_kernel():
+    """The fused decoder with the opaque op computes what it computes with the slice loop; the op
+    is used when compiled unless ``opaque_grouped_mm=False`` (``layer_kernel``)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from spelltransfer.train.packed.multi_lora import _probe_cpu_grouped_mm, inject_multi_lora
+
+    if not _probe_cpu_grouped_mm():
+        pytest.skip("this torch has no CPU torch._grouped_mm")
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=8, tie_word_embeddings=True)
+    ids = torch.randint(3, 64, (30,), generator=torch.Generator().manual_seed(0))
+    pos = torch.cat([torch.arange(12), torch.arange(18)])
+    cu = torch.tensor([0, 12, 30], dtype=torch.int32)
+
+    def run(kernel, opaque):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+        weights, routing = inject_multi_lora(model, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                                             [4, 8, 2], [8, 8, 4], kernel=kernel)
+        for k in range(3):
+            weights.init_trial(k, k + 1)
+        with torch.no_grad():
+            for b in weights.lora_B:
+                b.normal_(0, 0.1, generator=torch.Generator().manual_seed(b.shape[1]))
+        decoder = FusedDecoder(model, weights, routing, opaque_grouped_mm=opaque)
+        routing.set_token_ends([10, 10, 30])  # trial 1: no tokens
+        hidden = decoder.hidden(ids, pos, cu, 18)
+        hidden.square().mean().backward()
+        return decoder, hidden.detach(), weights.grad.clone()
+
+    decoder, hidden, grad = run("grouped", True)
+    assert decoder.layer_kernel == "grouped_op"
+    _, ref_hidden, ref_grad = run("loop", None)
+    assert torch.allclose(hidden, ref_hidden, atol=1e-5, rtol=1e-5)
+    assert ((grad - ref_grad).norm() / ref_grad.norm()) < 1e-5 and ref_grad.norm() > 0
+    assert grad[1].abs().sum() == 0
+
+    decoder.opaque_grouped_mm = None
+    assert decoder.layer_kernel == "grouped"          # eager: plain torch._grouped_mm
+    decoder.enable_compile()                          # wraps lazily; nothing compiles here
+    assert decoder.layer_kernel == "grouped_op"       # compiled: the opaque op by default
+    decoder.opaque_grouped_mm = False
+    assert decoder.layer_kernel == "grouped"
+    decoder.disable_compile()

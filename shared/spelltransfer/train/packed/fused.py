@@ -20,6 +20,11 @@ made views of them, so memory is not doubled and HF's forward (generation) sees 
 The adapters stay the ``MultiLoRAWeights`` leaf views: autograd accumulates into the same flat
 gradient buffer the optimizer reads, so everything after the forward is unchanged.
 
+Compiled, the grouped LoRA products run as the opaque ``lora_grouped`` op (multi_lora.py; the
+``opaque_grouped_mm`` argument), so Inductor compiles the element-wise chain around GEMMs it does
+not lower or re-stride -- one suspect of the compiled path's wrong CUDA gradients (issue 14,
+docs/performance.md section 7; ``benchmarks/fused_gradcheck.py`` tells the variants apart).
+
 The same arithmetic as HF's ``LlamaDecoderLayer`` (checked on CPU in fp32 against the HF path,
 ``tests/train/test_packed_fused.py``): RMSNorm in fp32 then cast, ``rotate_half`` RoPE, GQA by
 repeating k/v heads.
@@ -107,7 +112,11 @@ def post_attention(x, attn, w_o, a_o, b_o, ln_w, w_gu, a_gu, b_gu, w_down, a_d, 
 class FusedDecoder:
     """Runs a llama-style model's decoder for packed training (see the module docstring)."""
 
-    def __init__(self, model, weights: MultiLoRAWeights, routing: Routing, compile: bool = False):
+    def __init__(self, model, weights: MultiLoRAWeights, routing: Routing, compile: bool = False,
+                 opaque_grouped_mm: bool | None = None):
+        """``opaque_grouped_mm``: run the grouped LoRA products as the opaque ``lora_grouped`` op
+        (multi_lora.py) instead of ``torch._grouped_mm`` inside the layer functions; None (default):
+        only when compiled, so Inductor never lowers or re-strides the grouped GEMMs (issue 14)."""
         body = model.get_decoder() if hasattr(model, "get_decoder") else model.model
         config = model.config
         self.body, self.weights, self.routing = body, weights, routing
@@ -134,6 +143,7 @@ class FusedDecoder:
                                 "w_qkv": w_qkv, "w_o": mods["o_proj"].base.weight, "w_gu": w_gu,
                                 "w_down": mods["down_proj"].base.weight, "idx": idx})
         self.kernel = kernel.pop()
+        self.opaque_grouped_mm = opaque_grouped_mm
         self._pre, self._post = pre_attention, post_attention
         self.compiled = False
         if compile:
@@ -173,6 +183,12 @@ class FusedDecoder:
     def disable_compile(self) -> None:
         self._pre, self._post, self.compiled = pre_attention, post_attention, False
 
+    @property
+    def layer_kernel(self) -> str:
+        """The LoRA kernel the layer functions run: ``grouped_op`` for the grouped kernel when opaque."""
+        opaque = self.compiled if self.opaque_grouped_mm is None else self.opaque_grouped_mm
+        return "grouped_op" if self.kernel == "grouped" and opaque else self.kernel
+
     def hidden(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu: torch.Tensor, max_len: int) -> torch.Tensor:
         """Final-norm hidden states [N, d] of one packed row (``input_ids``/``position_ids`` [N])."""
         w = self.weights
@@ -183,6 +199,7 @@ class FusedDecoder:
         offsets = self.routing.offsets(n, x.device) if self.kernel == "grouped" else None
         ends = None if self.kernel == "grouped" else self.routing.ends(n)
         a, b, scales, dt = w.lora_A, w.lora_B, w.scales, x.dtype
+        kernel = self.layer_kernel
         for layer in self.layers:
             i = layer["idx"]
             a_qkv, b_qkv = lora_operands([a[i["q_proj"]], a[i["k_proj"]], a[i["v_proj"]]],
@@ -192,10 +209,10 @@ class FusedDecoder:
             a_d, b_d = lora_operands([a[i["down_proj"]]], [b[i["down_proj"]]], scales, dt)
             q, k, v = self._pre(x, layer["ln1"], layer["w_qkv"], a_qkv, b_qkv, offsets, cos, sin,
                                 eps=self.eps, n_heads=self.n_heads, n_kv=self.n_kv, head_dim=self.head_dim,
-                                kernel=self.kernel, ends=ends)
+                                kernel=kernel, ends=ends)
             out = attention.attend(q, k, v, cu, max_len, self.scaling)
             x = self._post(x, out, layer["w_o"], a_o, b_o, layer["ln2"], layer["w_gu"], a_gu, b_gu, layer["w_down"],
-                           a_d, b_d, offsets, eps=self.eps, intermediate=self.intermediate, kernel=self.kernel, ends=ends)
+                           a_d, b_d, offsets, eps=self.eps, intermediate=self.intermediate, kernel=kernel, ends=ends)
         return self.body.norm(x)
 
 

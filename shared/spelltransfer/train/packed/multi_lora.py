@@ -274,17 +274,126 @@ def lora_delta(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, offsets: torch
 
     ``x`` [N, in] sorted by trial; ``a`` [K, r, in], ``b`` [K, out, r] (scale folded in), all in
     one dtype. ``grouped``: two grouped GEMMs over the trials' token ``offsets`` (int32 ends on
-    the device); ``loop``: one pair of matmuls per trial over the token ``ends``.
+    the device); ``grouped_op``: the same GEMMs inside the opaque ``lora_grouped`` op (for
+    ``torch.compile``, see below); ``loop``: one pair of matmuls per trial over the token ``ends``.
     """
     if kernel == "grouped":
         h = torch._grouped_mm(x, a.transpose(1, 2), offs=offsets)
         return torch._grouped_mm(h, b.transpose(1, 2), offs=offsets)
+    if kernel == "grouped_op":
+        return lora_grouped(x, a, b, offsets)
     pieces, start = [], 0
     for k, end in enumerate(ends):
         if end > start:
             pieces.append((x[start:end] @ a[k].T) @ b[k].T)
         start = end
     return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+
+
+# --- the grouped LoRA product as one opaque op -------------------------------------------------
+#
+# Under ``torch.compile`` Inductor lowers ``aten._grouped_mm`` itself (on sm90 it may pick its own
+# Triton grouped-GEMM template, and it decides the strides of the operands it hands the kernel),
+# and AOTAutograd traces ``_grouped_mm``'s backward into the joint graph. ``lora_grouped`` keeps the
+# whole pair (forward: two grouped GEMMs; backward: four) out of Inductor's hands: the compiled
+# graph calls it like a library function, with contiguous operands, the same kernels eager runs.
+# Off the GPU (and for fp64, which ``_grouped_mm`` lacks) its body is the slice loop.
+
+
+def _grouped_ok(t: torch.Tensor) -> bool:
+    """The op's body uses ``torch._grouped_mm`` (else the slice loop): CUDA/CPU bf16, fp16, fp32."""
+    if not hasattr(torch, "_grouped_mm") or t.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        return False
+    return t.is_cuda or (t.device.type == "cpu" and _probe_cpu_grouped_mm())
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_cpu_grouped_mm() -> bool:
+    try:
+        x, w = torch.ones(4, 8), torch.ones(2, 8, 8)
+        out = torch._grouped_mm(x, w, offs=torch.tensor([2, 4], dtype=torch.int32))
+        grad = torch._grouped_mm(x.t(), x, offs=torch.tensor([2, 4], dtype=torch.int32))
+        return bool((out == 8).all()) and tuple(grad.shape) == (2, 8, 8) and bool((grad == 2).all())
+    except Exception:  # noqa: BLE001 - this torch has no CPU grouped GEMM: the loop
+        return False
+
+
+def _groups(offsets: torch.Tensor):
+    start = 0
+    for k, end in enumerate(offsets.tolist()):
+        yield k, start, end
+        start = end
+
+
+def _c(t: torch.Tensor) -> torch.Tensor:
+    return t if t.is_contiguous() else t.contiguous()
+
+
+@torch.library.custom_op("spelltransfer::lora_grouped", mutates_args=())
+def lora_grouped(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """``(x_k @ A_k^T) @ B_k^T`` per trial k: x [N, in], a [K, r, in], b [K, out, r], offsets [K] int32 ends."""
+    x, a, b = _c(x), _c(a), _c(b)
+    if _grouped_ok(x):
+        h = torch._grouped_mm(x, a.transpose(1, 2), offs=offsets)
+        return torch._grouped_mm(h, b.transpose(1, 2), offs=offsets)
+    out = x.new_zeros(x.shape[0], b.shape[1])
+    for k, start, end in _groups(offsets):
+        if end > start:
+            out[start:end] = (x[start:end] @ a[k].T) @ b[k].T
+    return out
+
+
+@lora_grouped.register_fake
+def _(x, a, b, offsets):
+    return x.new_empty(x.shape[0], b.shape[1])
+
+
+@torch.library.custom_op("spelltransfer::lora_grouped_backward", mutates_args=())
+def lora_grouped_backward(grad: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                          offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_x [N, in], grad_a [K, r, in], grad_b [K, out, r]) of ``lora_grouped`` given grad [N, out].
+
+    Per trial k, with h_k = x_k A_k^T and g_k its tokens' rows of ``grad``:
+    grad_h_k = g_k B_k, grad_x_k = grad_h_k A_k, grad_B_k = g_k^T h_k, grad_A_k = grad_h_k^T x_k;
+    a trial without tokens gets zero gradients.
+    """
+    grad, x, a, b = _c(grad), _c(x), _c(a), _c(b)
+    if _grouped_ok(x):
+        h = torch._grouped_mm(x, a.transpose(1, 2), offs=offsets)                 # [N, r]
+        grad_h = torch._grouped_mm(grad, b, offs=offsets)                         # [N, r]
+        grad_x = torch._grouped_mm(grad_h, a, offs=offsets)                       # [N, in]
+        grad_b = torch._grouped_mm(grad.t(), h, offs=offsets)                     # [K, out, r]
+        grad_a = torch._grouped_mm(grad_h.t(), x, offs=offsets)                   # [K, r, in]
+        return grad_x, grad_a, grad_b
+    grad_x, grad_a, grad_b = torch.zeros_like(x), torch.zeros_like(a), torch.zeros_like(b)
+    for k, start, end in _groups(offsets):
+        if end > start:
+            xs, gs = x[start:end], grad[start:end]
+            h, grad_h = xs @ a[k].T, gs @ b[k]
+            grad_x[start:end] = grad_h @ a[k]
+            grad_b[k] = gs.T @ h
+            grad_a[k] = grad_h.T @ xs
+    return grad_x, grad_a, grad_b
+
+
+@lora_grouped_backward.register_fake
+def _(grad, x, a, b, offsets):
+    return x.new_empty(x.shape), a.new_empty(a.shape), b.new_empty(b.shape)
+
+
+def _lora_grouped_setup(ctx, inputs, output):
+    x, a, b, offsets = inputs
+    ctx.save_for_backward(x, a, b, offsets)
+
+
+def _lora_grouped_grad(ctx, grad):
+    x, a, b, offsets = ctx.saved_tensors
+    grad_x, grad_a, grad_b = lora_grouped_backward(grad, x, a, b, offsets)
+    need = ctx.needs_input_grad
+    return (grad_x if need[0] else None), (grad_a if need[1] else None), (grad_b if need[2] else None), None
+
+
+lora_grouped.register_autograd(_lora_grouped_grad, setup_context=_lora_grouped_setup)
 
 
 def find_target_linears(model: nn.Module, target_modules: list[str]) -> list[tuple[str, nn.Linear]]:
