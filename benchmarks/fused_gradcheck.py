@@ -14,14 +14,14 @@ how many ``_grouped_mm`` it lowered itself; an FX-graph cache hit lowers nothing
 (``variants_table``; no variant starts past ``--budget-s``):
 
     unit *                 the LoRA pair alone (x, A, B random; offsets not multiples of 16, one empty
-                           trial): eager aten, the opaque op, compiled aten, compiled opaque
+                           trial): eager aten, the opaque op (+ compiled aten/opaque: --unit-compiled)
     bf16 eager [loop]      the noise floor (grouped / slice-loop LoRA kernel)
     bf16 compiled          as the trainer compiled before: Inductor lowers ``_grouped_mm``
     bf16 compiled opaque   grouped GEMMs as the opaque ``lora_grouped`` op (multi_lora.py)
     ... post only (aten, opaque), pre only, each of post_attention's four parts compiled alone,
-    the slice loop compiled (no grouped GEMM at all: the CPU configuration), Inductor without
-    mix-order reductions, AOTAutograd without donated buffers, Inductor without its Triton GEMM
-    templates (``max_autotune_gemm_backends=ATEN``), fp32 compiled (loop), pre only opaque.
+    AOTAutograd without donated buffers, the slice loop compiled (no grouped GEMM at all: the CPU
+    configuration), Inductor without mix-order reductions, fp32 compiled (loop), Inductor without
+    its Triton GEMM templates (``max_autotune_gemm_backends=ATEN``), pre only opaque.
 
 Imports only spelltransfer's packed modules (``spelltransfer.train``'s package init needs pydantic,
 which the GPU machine lacks: the two package inits are skipped). Rows go to stdout as JSON lines and,
@@ -87,20 +87,20 @@ def variants_table(dev: str, cpu_compile: bool):
     table = {
         "bf16 eager": v(),
         "bf16 eager loop": v(kernel="loop"),
-        "bf16 compiled": v(compile="both"),                      # as the trainer compiles today
+        "bf16 compiled": v(compile="both"),                      # as the trainer compiled before
         "bf16 compiled opaque": v(compile="both", opaque=True),  # the new default under compile
-        "bf16 compiled post only": v(compile="post"),
+        "bf16 compiled post only": v(compile="post"),            # these three: FX-cache hits, cheap
         "bf16 compiled post only opaque": v(compile="post", opaque=True),
         "bf16 compiled pre only": v(compile="pre"),
         "bf16 compiled post part 1 (o LoRA + residual)": v(compile="part", part=1),
         "bf16 compiled post part 2 (RMSNorm)": v(compile="part", part=2),
         "bf16 compiled post part 3 (gate/up LoRA + SiLU*up)": v(compile="part", part=3),
         "bf16 compiled post part 4 (down LoRA + residual)": v(compile="part", part=4),
+        "bf16 compiled donated_buffer off": v(compile="both", functorch={"donated_buffer": False}, inductor=fresh),
         "bf16 compiled loop": v(kernel="loop", compile="both"),
         "bf16 compiled mix_order_reduction off": v(compile="both", inductor={"triton.mix_order_reduction": False, **fresh}),
-        "bf16 compiled donated_buffer off": v(compile="both", functorch={"donated_buffer": False}, inductor=fresh),
-        "bf16 compiled ATEN gemms only": v(compile="both", inductor={"max_autotune_gemm_backends": "ATEN", **fresh}),
         "fp32 compiled loop": v(dtype=fp32, kernel="loop", compile="both"),
+        "bf16 compiled ATEN gemms only": v(compile="both", inductor={"max_autotune_gemm_backends": "ATEN", **fresh}),
         "bf16 compiled pre only opaque": v(compile="pre", opaque=True),
     }
     if dev == "cpu":
@@ -163,6 +163,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cpu-compile", action="store_true", help="on CPU, also the compiled variants (slow)")
     parser.add_argument("--variants", default=None, help="comma-separated substrings: run only the variants matching one")
     parser.add_argument("--no-unit", action="store_true", help="skip the LoRA-pair unit rows")
+    parser.add_argument("--unit-compiled", action="store_true",
+                        help="also the compiled unit rows (~10 s of compiling; 'bf16 compiled opaque' asks the same)")
     parser.add_argument("--budget-s", type=float, default=85.0, help="start no variant after this many seconds")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -184,6 +186,7 @@ def main(argv=None) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
         if out_dir:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
             Path(out_dir, "gradcheck.json").write_text(json.dumps(rows, indent=1) + "\n")
 
     header = {"torch": torch.__version__, "device": dev, "python": sys.version.split()[0]}
@@ -236,7 +239,8 @@ def main(argv=None) -> int:
         units = {"unit eager aten": (pair("grouped"), False), "unit eager opaque": (pair("grouped_op"), False),
                  "unit compiled aten": (pair("grouped"), True), "unit compiled opaque": (pair("grouped_op"), True)}
         for name, (fn, compile_) in units.items():
-            if (compile_ and dev == "cpu" and not args.cpu_compile) or not wanted(name) or over_budget(name):
+            if (compile_ and (not args.unit_compiled or (dev == "cpu" and not args.cpu_compile))
+                    or not wanted(name) or over_budget(name)):
                 continue
             t0 = time.perf_counter()
             try:
@@ -251,7 +255,7 @@ def main(argv=None) -> int:
             except Exception as error:  # noqa: BLE001 - report every variant
                 import traceback
 
-                traceback.print_exc()
+                traceback.print_exc(limit=4)
                 row = {"variant": name, "error": f"{type(error).__name__}: {str(error)[:300]}"}
             emit(row)
 
@@ -369,12 +373,25 @@ def main(argv=None) -> int:
         except Exception as error:  # noqa: BLE001 - report every variant
             import traceback
 
-            traceback.print_exc()
+            traceback.print_exc(limit=4)
             row = {"variant": name, "error": f"{type(error).__name__}: {str(error)[:300]}", "s": round(time.perf_counter() - t0, 1)}
         emit(row)
         if dev == "cuda":
             torch.cuda.empty_cache()
     emit({"done": True, "total_s": round(time.perf_counter() - started, 1)})
+    print("\nsummary (grad_rel vs the fp32 reference; worst module; bit-identical to):")
+    for row in rows:
+        if "variant" not in row:
+            continue
+        if "grad_rel" in row:
+            worst = max(row["by_module"].items(), key=lambda kv: kv[1])
+            print(f"  {row['variant']:<52} grad {row['grad_rel']:<9.3g} hidden {row['hidden_rel']:<9.3g} "
+                  f"worst {worst[0]} {worst[1]:.3g}  same as {row['same_as'] or '-'}  {row['s']} s")
+        elif "y_rel" in row:
+            print(f"  {row['variant']:<52} y {row['y_rel']:.3g} gx {row['gx_rel']:.3g} ga {row['ga_rel']:.3g} "
+                  f"gb {row['gb_rel']:.3g} empty-trial grad {row['empty_trial_grad']:.3g}")
+        else:
+            print(f"  {row['variant']:<52} {row.get('error') or row.get('skipped') or row.get('loss')}")
     return 0
 
 

@@ -301,10 +301,13 @@ def lora_delta(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, offsets: torch
 
 
 def _grouped_ok(t: torch.Tensor) -> bool:
-    """The op's body uses ``torch._grouped_mm`` (else the slice loop): CUDA/CPU bf16, fp16, fp32."""
-    if not hasattr(torch, "_grouped_mm") or t.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+    """The op's body uses ``torch._grouped_mm`` (else the slice loop): CUDA bf16 (what
+    ``grouped_mm_available`` admits), CPU bf16/fp32 where this torch has a CPU kernel."""
+    if not hasattr(torch, "_grouped_mm"):
         return False
-    return t.is_cuda or (t.device.type == "cpu" and _probe_cpu_grouped_mm())
+    if t.is_cuda:
+        return t.dtype == torch.bfloat16
+    return t.device.type == "cpu" and t.dtype in (torch.bfloat16, torch.float32) and _probe_cpu_grouped_mm()
 
 
 @functools.lru_cache(maxsize=None)
