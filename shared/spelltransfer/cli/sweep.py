@@ -1,8 +1,10 @@
-"""`spelltransfer sweep submit|status|watch|cancel|list|workers|local`: talk to the sweep controller.
+"""`spelltransfer sweep submit|status|watch|cancel|list|workers|local|chunk`: talk to the sweep controller.
 
 The controller address comes from ``--controller`` or ``$SPELLTRANSFER_CONTROLLER`` (default
 127.0.0.1:50051) and the bearer token from ``$SPELLTRANSFER_API_TOKEN``. ``sweep local`` needs
-neither: it starts a controller and workers on 127.0.0.1, runs the sweep and stops them.
+neither: it starts a controller and workers on 127.0.0.1, runs the sweep and stops them. ``sweep
+chunk`` does the same for one time-boxed chunk of a sweep whose state lives in a folder
+(spelltransfer.sweep.chunk), so a study advances across machines.
 """
 
 from __future__ import annotations
@@ -111,6 +113,34 @@ def local(spec: Path = typer.Argument(..., help="Sweep spec YAML."),
                             pack_size=pack_size, console=console)
     if any(t.state != "COMPLETE" for t in final.trials):
         raise typer.Exit(1)
+
+
+@sweep_app.command("chunk")
+def chunk(spec: Path = typer.Argument(..., help="Sweep spec YAML (configs/sweeps/study.yaml)."),
+          state: Path = typer.Option(..., "--state", help="The study's state folder (optuna.db, trials.csv, curves/): read, then written back."),
+          budget_s: float = typer.Option(..., "--budget-s", min=1, help="Wall-clock seconds this chunk may take, start and write-back included."),
+          workers: int = typer.Option(1, min=1, help="Trainer worker processes."),
+          slots: int = typer.Option(1, min=1, help="Trials per worker at once."),
+          pack_size: int = typer.Option(1, min=1, help="Train up to this many of a worker's trials as one packed process (docs/platform.md)."),
+          work_dir: Optional[Path] = typer.Option(None, help="Live controller/worker state; kept for a warm next chunk (default $TMPDIR/spelltransfer-chunk-NAME)."),
+          target: Optional[int] = typer.Option(None, min=1, help="COMPLETE trials the study needs (default the spec's max_trials)."),
+          max_cuts: int = typer.Option(2, min=0, help="Times a trial cut at a chunk's end is re-enqueued before it is left FAIL."),
+          margin_s: float = typer.Option(30.0, min=0, help="Stop the platform this long before the budget ends."),
+          stop_after: Optional[int] = typer.Option(None, min=1, help="End the chunk once this many more trials are COMPLETE."),
+          no_tracking: bool = typer.Option(False, "--no-tracking", help="MLflow, W&B and the registry off, in the spec and every trial (a machine without them)."),
+          overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Extra training override for every trial (repeatable), e.g. training.data_dir=DIR.")) -> None:
+    """Advance a resumable sweep by one chunk: continue from STATE, train until the budget, write STATE back.
+
+    Trials in flight at the end are told FAIL (chunk_cut) and enqueued again with the same params.
+    Exit 0 when the chunk ran (see STATE/chunks.jsonl), 3 when the study has its target COMPLETE.
+    """
+    from spelltransfer.sweep.chunk import run_chunk
+
+    result = run_chunk(spec, state, budget_s, work_dir=work_dir, n_workers=workers, slots=slots, pack_size=pack_size,
+                       overrides=overrides or [], target=target, max_cuts=max_cuts, margin_s=margin_s,
+                       stop_after=stop_after, no_tracking=no_tracking, console=console)
+    if result.done:
+        raise typer.Exit(3)
 
 
 def register(app: typer.Typer) -> None:

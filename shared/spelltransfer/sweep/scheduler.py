@@ -79,7 +79,8 @@ class TrialScheduler:
             if queued:
                 self.follower.start(self.store.update_dispatch(queued[0], state="ASSIGNED", worker=worker))
                 continue
-            if len(sweep.trials.trials()) >= spec.trial_count():
+            # Enqueued trials (a design's, WAITING) are not asked yet: ask hands them out first.
+            if sum(t.state != _State.WAITING for t in sweep.trials.trials()) >= spec.trial_count():
                 break
             self._ask(name, sweep)
         self.reporter.ensure_parent_run(name)  # after dispatching: creating an MLflow store can take seconds

@@ -115,6 +115,18 @@ class PrunerSpec(BaseModel):
         "training.early_stopping.metric=accuracy) or objective (the sweep objective, when eval events carry per-task accuracies).")
 
 
+class DesignSpec(BaseModel):
+    """The first ``trials`` trials of a new study: a balanced design enqueued before the sampler
+    takes over (``spelltransfer.sweep.design``), so every value of every parameter is tried."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["none", "balanced"] = Field("none", description="balanced = each value of each parameter equally "
+                                              "often, pairs of values as evenly as the seed search finds.")
+    trials: int = Field(0, strict=True, ge=0, le=10000, description="Design trials enqueued (then the sampler, e.g. TPE).")
+    seed: int = Field(0, strict=True, ge=0, description="Seed of the design's search.")
+
+
 class MlflowSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -170,6 +182,10 @@ class SweepSpec(BaseModel):
     parallelism: int | None = Field(None, strict=True, ge=1, description="Trials running at once; null = every free worker slot.")
     worker_lost_s: float = Field(300.0, strict=True, gt=0, description="A trial whose worker is unreachable this long is retried elsewhere.")
     pruner: PrunerSpec = Field(default_factory=PrunerSpec, description="Early stopping of poor trials.")
+    design: DesignSpec = Field(default_factory=DesignSpec, description="Balanced first trials of a new study.")
+    max_micro_steps: int | None = Field(
+        None, strict=True, ge=1, description="Cap each trial's micro-batches (training.max_steps x grad_accum): a trial "
+        "over it trains max_steps = cap // grad_accum (a shorter schedule; trials.csv says which were capped). null = no cap.")
     storage: str | None = Field(None, description="Optuna RDB URL (sqlite:///..., postgresql://...); null = SQLite in the controller's state dir.")
     results_dir: str = Field("results", min_length=1, description="trials.csv goes to RESULTS_DIR/metrics/<name>/.")
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec, description="MLflow parent/child runs.")
@@ -186,6 +202,16 @@ class SweepSpec(BaseModel):
                 raise ValueError(f"overrides: {assignment!r} is not key=value")
         if self.registry.enabled and not self.mlflow.enabled:
             raise ValueError("registry.enabled: needs mlflow.enabled (the champion is picked from the MLflow trial runs)")
+        if self.design.kind == "balanced":
+            if self.design.trials < 1:
+                raise ValueError("design.trials: a balanced design needs >= 1 trial")
+            if self.strategy == "grid":
+                raise ValueError("design: strategy grid walks its own grid; use tpe or random after a design")
+            if self.design.trials > self.max_trials:
+                raise ValueError(f"design.trials ({self.design.trials}) must be <= max_trials ({self.max_trials})")
+            for name, parameter in self.parameters.items():
+                if parameter.values is None and not (parameter.kind == "int" or parameter.step is not None):
+                    raise ValueError(f"parameters.{name}: a balanced design needs values, an int range or a step")
         if self.storage and not self.storage.startswith(("sqlite:///", "postgresql", "mysql")):
             raise ValueError(f"storage: expected sqlite:///PATH or postgresql://... (got {short_repr(self.storage)})")
         return self
@@ -247,11 +273,35 @@ def check_training_config(spec: SweepSpec, params: dict[str, Any] | None = None)
         check(f"parameters.{name}", trial_overrides(spec, {name: parameter.sample_value()}))
 
 
+# Not a training-config key: the per-micro-batch size. A trial with it trains
+# ``training.batch_size = micro_batch_size x training.grad_accum`` (the effective batch), the
+# project's batch_size being examples per optimizer step.
+MICRO_BATCH_KEY = "training.micro_batch_size"
+
+
 def trial_overrides(spec: SweepSpec, params: dict[str, Any]) -> list[str]:
     """--set assignments for one trial: its W&B group (the sweep), the sweep's fixed overrides, then
-    its parameters."""
+    its parameters (``training.micro_batch_size`` becomes ``training.batch_size``, see MICRO_BATCH_KEY;
+    ``max_micro_steps`` may lower ``training.max_steps``)."""
+    params = dict(params)
+    accum = int(params.get("training.grad_accum", _fixed(spec.overrides, "training.grad_accum", 1)))
+    if MICRO_BATCH_KEY in params:
+        params["training.batch_size"] = int(params.pop(MICRO_BATCH_KEY)) * accum
+    steps = params.get("training.max_steps", _fixed(spec.overrides, "training.max_steps", None))
+    if spec.max_micro_steps is not None and steps is not None and int(steps) * accum > spec.max_micro_steps:
+        params["training.max_steps"] = max(1, spec.max_micro_steps // accum)
     return ([f"training.tracking.wandb.group={spec.name}", *spec.overrides]
             + [f"{key}={_yaml_scalar(value)}" for key, value in params.items()])
+
+
+def _fixed(overrides: list[str], key: str, default: Any) -> Any:
+    """The last fixed ``key=value`` of ``overrides`` (YAML-parsed), or ``default``."""
+    value = default
+    for assignment in overrides:
+        name, _, text = assignment.partition("=")
+        if name.strip() == key:
+            value = yaml.safe_load(text)
+    return value
 
 
 def _yaml_scalar(value: Any) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 
 from spelltransfer.run_folder import accuracy_task, item_count_task
+from spelltransfer.sweep.design import enqueue_design
 from spelltransfer.sweep.spec import SweepSpec
 
 TASKS = ("spelling", "position", "count")
@@ -65,7 +66,9 @@ def open_study(spec: SweepSpec, url: str | optuna.storages.BaseStorage) -> optun
     study = optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
                                 pruner=make_pruner(spec), direction="maximize", load_if_exists=True)
     existing = len(study.get_trials(deepcopy=False))
-    if existing:
+    if not existing:
+        enqueue_design(study, spec)  # a new study with a balanced design: its first trials (WAITING)
+    else:
         # A reopened study (controller restart) must not replay the seeded sampler from the start,
         # or it would propose the first trials' parameters again; offset the seed by what was asked.
         study.sampler = make_sampler(spec, seed_offset=existing)
