@@ -196,3 +196,19 @@ def test_same_adapter(runs, engine):
     assert ours.keys() == theirs.keys()
     for key in theirs:
         torch.testing.assert_close(ours[key], theirs[key], atol=1e-5, rtol=1e-4)
+
+
+# What only a packed member's start line says: which pack it trains in.
+PACK_START_FIELDS = {"pack_id", "pack_members"}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_same_events_schema(runs, engine):
+    """The same event lines (type, step, field names) in the same order: both engines log through
+    one loop (train/loop.py); only where a checkpoint is written is the engine's (the pack saves its
+    whole state every save_steps, a lone run also at each new best step and at its end)."""
+    def lines(run_dir):
+        return [(e["event"], e["step"], sorted(set(e) - PACK_START_FIELDS))
+                for e in read_events(RunFolder(run_dir).events) if e["event"] != "checkpoint"]
+
+    assert lines(runs[engine]) == lines(runs["alone"])

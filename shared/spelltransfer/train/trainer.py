@@ -9,6 +9,10 @@ mid-save leaves a half folder it will try to resume from) and owns the data orde
 take its padding collator (``DataCollatorForLanguageModeling``), fed labels that are -100 over
 the prompt — the same masking ``SFTTrainer(completion_only_loss=True)`` applies to
 prompt/completion data.
+
+The bookkeeping (events, early stopping, checkpoint cadence, best-step restore, tracking,
+metrics.json, plot) is ``train/loop.py``'s, shared with the packed job; this module is the
+single-trial engine under it (``SingleEngine``: one model, one trial, ``checkpoints/step-N``).
 """
 
 from __future__ import annotations
@@ -16,13 +20,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from spelltransfer.atomic import staged_dir
 from spelltransfer.errors import ConfigError, DataError, short_repr
 from spelltransfer.train.checkpoints import (
     latest_valid_checkpoint, list_checkpoints, load_adapter_weights, load_checkpoint, prune_checkpoints, save_checkpoint,
@@ -32,8 +34,6 @@ from spelltransfer.run_folder import RunFolder, RunWriter
 from spelltransfer.safe_yaml import load_yaml_file
 from spelltransfer.train.config import RunConfig, validate_config
 from spelltransfer.train.dataset import BatchOrder, mix_tasks, read_split, tokenize_example
-from spelltransfer.train.early_stopping import EarlyStopping
-from spelltransfer.train.plot import plot_run
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,110 @@ class _Evaluator:
         return accuracy_metrics(evaluate_model(engine, self.records, progress=False).tasks)
 
 
+class SingleEngine:
+    """One trial on one model (the hf or unsloth backend): the K = 1 engine of ``TrainingLoop``.
+
+    Its checkpoints are ``checkpoints/step-N`` folders (adapter, optimizer, scheduler, RNG, the
+    trial's bookkeeping state and data position), written every ``save_steps``, at each new best
+    step (the best weights are restored from there) and at the trial's end."""
+
+    def __init__(self, config: RunConfig, folder: RunFolder, loaded, backend, train_examples, eval_examples,
+                 eval_records, collator, optimizer, scheduler, order: BatchOrder):
+        self.config, self.folder, self.loaded, self.backend_impl = config, folder, loaded, backend
+        self.backend, self.device, self.base_model = backend.name, loaded.device, loaded.model_path
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.train_examples, self.collator = train_examples, collator
+        self.optimizer, self.scheduler, self.order = optimizer, scheduler, order
+        self.evaluator = _Evaluator(loaded, backend, eval_examples, eval_records, config, collator)
+        self.step_index, self.stopped, self.last = 0, False, None
+        self._lr = None
+        self._best_step: int | None = None
+
+    def resume(self) -> tuple[int | None, dict | None]:
+        """Load the newest valid checkpoint: (its step, the trial's saved state); (None, None) if none."""
+        root = self.folder.checkpoints
+        checkpoint = latest_valid_checkpoint(root)
+        if checkpoint is None:
+            log.warning("no valid checkpoint in %s; starting from step 0", root)
+            return None, None
+        state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
+        self.step_index, self.last = state["step"], state.get("last_loss")
+        if state["examples_consumed"] != self.order.examples_consumed(self.step_index):
+            raise DataError(f"{checkpoint.path}: data position {state['examples_consumed']} does not match step "
+                            f"{self.step_index}; the training data changed")
+        self._best_step = state["early_stopping"].get("best_step")
+        return checkpoint.step, state
+
+    def active(self) -> list[int]:
+        return [] if self.stopped or self.step_index >= self.config.training.max_steps else [0]
+
+    def step(self) -> dict[int, int]:
+        import torch
+
+        training, model, device = self.config.training, self.model, self.device
+        indices = self.order.batch(self.step_index)
+        self._lr = self.optimizer.param_groups[0]["lr"]
+        micro = training.batch_size // training.grad_accum
+        step_loss, tokens = 0.0, 0
+        for start in range(0, len(indices), micro):
+            chunk = [self.train_examples[i] for i in indices[start:start + micro]]
+            batch = self.collator([{"input_ids": e.input_ids, "labels": e.labels} for e in chunk])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            tokens += int(batch["attention_mask"].sum())
+            with _autocast(device, training.precision):
+                loss = self.backend_impl.loss(model, batch) / training.grad_accum
+            loss.backward()
+            step_loss += float(loss.detach())
+        if self.config.optimizer.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                           self.config.optimizer.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_index += 1
+        self.last = step_loss
+        return {0: tokens}
+
+    def losses(self, trials: list[int]) -> dict[int, float]:
+        return {0: self.last}
+
+    def lr(self, trial: int, step: int) -> float:
+        return self._lr
+
+    def validate(self, trials: dict[int, bool]) -> dict[int, dict]:
+        return {0: self.evaluator(with_accuracy=trials[0])} if trials else {}
+
+    def keep_best(self, trial: int, step: int) -> None:
+        self._best_step = step   # saved as a checkpoint this step (save), restored from there (export)
+
+    def stop(self, trial: int) -> None:
+        self.stopped = True
+
+    def save(self, step, books, due, improved, ending) -> dict[int, str]:
+        if not (due or improved or ending):
+            return {}
+        book = books[0]
+        state = {**book.state_dict(), "examples_consumed": self.order.examples_consumed(step), "last_loss": self.last}
+        root = self.folder.checkpoints
+        saved = save_checkpoint(root, step, self.model, self.optimizer, self.scheduler, state)
+        keep = {book.best_step} if book.best_step is not None else set()
+        prune_checkpoints(root, self.config.training.keep_last, keep)
+        return {0: str(saved.path)}
+
+    def export(self, trial: int, out_dir: Path, best_step: int | None, stop_step: int) -> None:
+        if best_step is not None and best_step != stop_step:
+            best = next(c for c in list_checkpoints(self.folder.checkpoints) if c.step == best_step)
+            load_adapter_weights(best.path, self.model)
+        self.model.save_pretrained(out_dir, safe_serialization=True)
+        self.tokenizer.save_pretrained(out_dir)
+
+    def last_loss(self, trial: int) -> float | None:
+        return self.last
+
+    def finish_extras(self, trials: list[int]) -> dict[int, dict]:
+        return {}
+
+
 def run_training(config: RunConfig, output_dir: str | Path | None = None, resume: bool = False,
                  on_event: Callable[[dict], None] | None = None) -> TrainResult:
     """Train a LoRA adapter; see the module docstring for the output folder."""
@@ -207,8 +311,8 @@ def run_training(config: RunConfig, output_dir: str | Path | None = None, resume
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from spelltransfer.models import PromptFormat
-    from spelltransfer.track import build_tracker
     from spelltransfer.train.backends import get_backend
+    from spelltransfer.train.loop import TrainingLoop, TrialBookkeeper
     from spelltransfer.train.optim import build_optimizer, build_scheduler
 
     training = config.training
@@ -218,9 +322,7 @@ def run_training(config: RunConfig, output_dir: str | Path | None = None, resume
         output_dir = default_output_dir(config)
     output_dir = Path(output_dir)
     writer = open_run_folder(config, output_dir, resume, on_event)
-    folder = writer.folder
-    run_name = training.run_name or output_dir.name
-    tracker = None
+    book = TrialBookkeeper(config, writer, output_dir=output_dir, metrics_fsync=False)
     try:
         if training.num_threads:
             torch.set_num_threads(training.num_threads)
@@ -237,130 +339,28 @@ def run_training(config: RunConfig, output_dir: str | Path | None = None, resume
         order = BatchOrder(len(train_examples), training.batch_size, training.seed)
         optimizer = build_optimizer(model.parameters(), config.optimizer)
         scheduler = build_scheduler(optimizer, config.scheduler, training.max_steps)
-        es_config = training.early_stopping
-        stopper = EarlyStopping.from_config(es_config)
-        evaluator = _Evaluator(loaded, backend, eval_examples, eval_records, config, collator)
-        want_accuracy = es_config.metric == "accuracy"
-
-        steps_done, tokens_seen, history, resumed_from, last_loss = 0, 0, [], None, None
-        checkpoint_root = folder.checkpoints
+        engine = SingleEngine(config, writer.folder, loaded, backend, train_examples, eval_examples, eval_records,
+                              collator, optimizer, scheduler, order)
+        resumed_from = None
         if resume:
-            checkpoint = latest_valid_checkpoint(checkpoint_root)
-            if checkpoint is None:
-                log.warning("no valid checkpoint in %s; starting from step 0", checkpoint_root)
-            else:
-                state = load_checkpoint(checkpoint, model, optimizer, scheduler)
-                steps_done, tokens_seen, history = state["step"], state["tokens_seen"], state["history"]
-                last_loss = state.get("last_loss")
-                stopper.load_state_dict(state["early_stopping"])
-                resumed_from = checkpoint.step
-                if state["examples_consumed"] != order.examples_consumed(steps_done):
-                    raise DataError(f"{checkpoint.path}: data position {state['examples_consumed']} does not match step {steps_done}; the training data changed")
+            resumed_from, state = engine.resume()
+            if state is not None:
+                book.load_state_dict(state)
 
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        tracker = build_tracker(training.tracking, training.experiment, output_dir)
-        tracker.start(run_name, config.flat(), {"backend": backend.name, "output_dir": str(output_dir.resolve())})
-        writer.emit("start", steps_done, backend=backend.name, device=device, max_steps=training.max_steps,
-                    precision=resolve_precision(training.precision, device),
-                    train_examples=len(train_examples), eval_examples=len(eval_examples),
-                    trainable_params=trainable, resumed_from=resumed_from, output_dir=str(output_dir))
-
-        def checkpoint_now(step: int) -> None:
-            state = {"tokens_seen": tokens_seen, "examples_consumed": order.examples_consumed(step),
-                     "history": history, "early_stopping": stopper.state_dict(), "last_loss": last_loss}
-            saved = save_checkpoint(checkpoint_root, step, model, optimizer, scheduler, state)
-            keep = {stopper.best_step} if es_config.enabled and stopper.best_step is not None else set()
-            prune_checkpoints(checkpoint_root, training.keep_last, keep)
-            writer.emit("checkpoint", step, path=str(saved.path))
-
-        micro = training.batch_size // training.grad_accum
-        started = time.perf_counter()
-        stop_reason = "early_stopping" if es_config.enabled and stopper.should_stop else "max_steps"
+        book.start(engine.step_index, resumed_from, {"backend": backend.name, "output_dir": str(output_dir.resolve())},
+                   backend=backend.name, device=device, max_steps=training.max_steps,
+                   precision=resolve_precision(training.precision, device),
+                   train_examples=len(train_examples), eval_examples=len(eval_examples), trainable_params=trainable)
         model.train()
-        step = steps_done
-        while step < training.max_steps and not (es_config.enabled and stopper.should_stop):
-            indices = order.batch(step)
-            lr = optimizer.param_groups[0]["lr"]
-            step_loss = 0.0
-            for start in range(0, len(indices), micro):
-                chunk = [train_examples[i] for i in indices[start:start + micro]]
-                batch = collator([{"input_ids": e.input_ids, "labels": e.labels} for e in chunk])
-                batch = {k: v.to(device) for k, v in batch.items()}
-                tokens_seen += int(batch["attention_mask"].sum())
-                with _autocast(device, training.precision):
-                    loss = backend.loss(model, batch) / training.grad_accum
-                loss.backward()
-                step_loss += float(loss.detach())
-            if config.optimizer.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.optimizer.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            last_loss = step_loss
-            if step % training.logging_steps == 0 or step == training.max_steps:
-                writer.emit("step", step, loss=step_loss, lr=lr, tokens=tokens_seen)
-                tracker.log_metrics({"train/loss": step_loss, "train/lr": lr, "train/tokens": tokens_seen}, step)
-            improved = False
-            if step % training.eval_steps == 0 or step == training.max_steps:
-                metrics = evaluator(with_accuracy=want_accuracy)
-                history.append({"step": step, **metrics})
-                writer.emit("eval", step, metrics=metrics)
-                tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step)
-                if es_config.enabled:
-                    improved = stopper.update(step, metrics[es_config.metric])
-            stopping = es_config.enabled and stopper.should_stop
-            if step % training.save_steps == 0 or improved or stopping or step == training.max_steps:
-                checkpoint_now(step)
-            if stopping:
-                stop_reason = "early_stopping"
-        train_seconds = time.perf_counter() - started
-
-        if not history or history[-1]["step"] != step:  # e.g. resumed after the last step's eval
-            metrics = evaluator(with_accuracy=want_accuracy)
-            history.append({"step": step, **metrics})
-            writer.emit("eval", step, metrics=metrics)
-        best_step = stopper.best_step if es_config.enabled else None
-        if best_step is not None and best_step != step:
-            best = next(c for c in list_checkpoints(checkpoint_root) if c.step == best_step)
-            load_adapter_weights(best.path, model)
-        adapter_dir = folder.final
-        _save_adapter_atomic(model, tokenizer, adapter_dir)
-
-        metric_name = es_config.metric if es_config.enabled else "eval_loss"
-        plot_path = plot_run(config, history, metric_name, output_dir, run_name, best_step, step, stop_reason)
-        summary = run_folder.metrics_summary(
-            history=history, stop_step=step, stop_reason=stop_reason, best_step=best_step, metric_name=metric_name,
-            adapter_dir=adapter_dir, backend=backend.name, device=device, base_model=loaded.model_path,
-            last_train_loss=last_loss, tokens_seen=tokens_seen, train_seconds=train_seconds,
-            resumed_from=resumed_from, plot_path=plot_path)
-        final_metrics, best_metrics = run_folder.final_metrics(history), run_folder.best_metrics(history, best_step)
-        metrics_path = writer.write_metrics(summary, fsync=False)
-        tracker.log_metrics({f"best/{k}": v for k, v in best_metrics.items()} | {"stop_step": step}, step)
-        tracker.log_artifact(metrics_path)
-        tracker.log_artifact(folder.config)
-        if plot_path:
-            tracker.log_artifact(plot_path)
-        if training.tracking.mlflow.log_adapter:
-            tracker.log_artifact(adapter_dir, "adapter")
-        tracker.finish("FINISHED")
-        writer.emit("done", step, reason=stop_reason, best_step=best_step, adapter=str(adapter_dir))
-        return TrainResult(output_dir, adapter_dir, backend.name, stop_reason, step, best_step, best_metrics,
-                           final_metrics, last_loss, tokens_seen, train_seconds, metrics_path, plot_path,
-                           resumed_from, history)
+        summary, metrics_path, plot_path = TrainingLoop(engine, {0: book}, resumed_from=resumed_from).run()[0]
     except BaseException as error:
-        message = f"{type(error).__name__}: {error}"
-        with contextlib.suppress(Exception):
-            writer.emit("error", -1, message=message)
-        if tracker is not None:
-            with contextlib.suppress(Exception):
-                tracker.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        book.fail(error)
         raise
     finally:
         writer.close()
-
-
-def _save_adapter_atomic(model, tokenizer, adapter_dir: Path) -> None:
-    with staged_dir(adapter_dir) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
+    history = book.history
+    return TrainResult(output_dir, writer.folder.final, backend.name, summary["stop"]["reason"], book.stop_step,
+                       book.best_step, run_folder.best_metrics(history, book.best_step), run_folder.final_metrics(history),
+                       engine.last, book.tokens_seen, summary["train_seconds_this_session"], metrics_path, plot_path,
+                       resumed_from, history)

@@ -7,7 +7,9 @@
 ``output_dir``. Each member's config becomes a ``TrialSpec`` and all of them train in one
 ``PackedTrainer``; each member's ``output_dir`` gets the same run-folder contract as
 ``spelltransfer train`` (docs/architecture.md), so the worker and the sweep controller follow a
-packed member exactly like a lone run:
+packed member exactly like a lone run -- the events, early stopping, tracking and metrics.json
+are written by the same loop (``train/loop.py``, one ``TrialBookkeeper`` per member; ``PackJob``
+is its packed engine):
 
 * ``config.yaml``; ``events.jsonl`` with ``start`` (backend ``packed``, ``pack_id``,
   ``resumed_from``), ``step`` (loss, lr, tokens) every ``logging_steps``, ``eval`` (``eval_loss``,
@@ -65,7 +67,6 @@ Exit codes: 0 done, 2 bad input (``ConfigError``/``DataError``, message on stder
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import logging
@@ -77,7 +78,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from spelltransfer import run_folder
 from spelltransfer.errors import ConfigError, SpellTransferError, format_validation_error
 from spelltransfer.run_folder import CANCEL_FILE, PACK_STATE_FILE as STATE_FILE, PackFolder, RunReader, RunWriter  # noqa: F401
 from spelltransfer.train.config import RunConfig, load_training_config
@@ -248,21 +248,17 @@ def load_member_configs(manifest: PackManifest) -> list[RunConfig]:
 
 @dataclass(eq=False)   # identity: members are dict keys and compared by who they are
 class _Member:
-    """One member's run: its config, files and the per-trial state the packed trainer does not hold."""
+    """One member of the pack: its config, files, evaluation sample and best weights; its
+    bookkeeping (events, tracker, early stopping, history) is ``book`` (``train/loop.py``)."""
 
     index: int
     spec: Any
     entry: PackMember
     config: RunConfig
     output_dir: Path
-    stopper: Any = None
-    history: list = field(default_factory=list)          # eval metrics by step, as run_training's
-    tokens_seen: int = 0
+    book: Any = None                                      # TrialBookkeeper, once its run folder is open
     best_row: Any = None                                  # adapter weights of the best step (early stopping)
-    finished: bool = False
-    cancelled: bool = False
-    events: RunWriter | None = None
-    tracker: Any = None
+    finished: bool = False                                # finished before this process (metrics.json exists)
     eval_records: list = field(default_factory=list)
     eval_prepared: list = field(default_factory=list)
 
@@ -272,26 +268,14 @@ class _Member:
 
     @property
     def ended(self) -> bool:
-        return self.finished or self.cancelled
-
-    @property
-    def es_enabled(self) -> bool:
-        return self.config.training.early_stopping.enabled
-
-    def state(self) -> dict:
-        return {"early_stopping": self.stopper.state_dict(), "history": self.history, "tokens_seen": self.tokens_seen,
-                "best_row": self.best_row, "finished": self.finished, "cancelled": self.cancelled}
-
-    def load_state(self, state: dict) -> None:
-        self.stopper.load_state_dict(state["early_stopping"])
-        self.history = list(state["history"])
-        self.tokens_seen = int(state["tokens_seen"])
-        self.best_row = state["best_row"]
-        self.finished, self.cancelled = bool(state["finished"]), bool(state["cancelled"])
+        return self.finished or (self.book is not None and self.book.ended)
 
 
 class PackJob:
-    """Train the members of one pack folder; see the module docstring."""
+    """Train the members of one pack folder (see the module docstring): the packed engine of
+    ``TrainingLoop`` (``train/loop.py``), one trial per member."""
+
+    backend = "packed"
 
     def __init__(self, pack_dir: str | Path, resume: bool = False):
         self.pack_dir = Path(pack_dir).resolve()
@@ -307,50 +291,54 @@ class PackJob:
         self.trainer = None
         self.resumed_from: int | None = None
         self.device = "cpu"
-        self.model_path = ""
-        self._started = time.perf_counter()
+        self.base_model = ""
+        self._member_states: dict = {}
 
     # -- the run
 
     def run(self) -> dict[str, str]:
         """Train until every member is finished or cancelled; returns ``{trial_id: how it ended}``."""
-        from spelltransfer.train.early_stopping import EarlyStopping
+        from spelltransfer.train.loop import TrainingLoop
 
         for member in self.members:
-            member.stopper = EarlyStopping.from_config(member.config.training.early_stopping)
             if RunReader(member.output_dir).finished():
                 member.finished = True   # finished before a restart (maybe after the last pack save)
         if all(m.finished or self._cancel_requested(m) for m in self.members):
             self._close_cancelled_before_start()
             return self._outcome()
+        books = {}
         try:
             self._setup()
-            self._loop()
+            books = {m.index: m.book for m in self.members if m.book is not None}
+            loop = TrainingLoop(self, books, resumed_from=self.resumed_from,
+                                cancel_requested=lambda k: self._cancel_requested(self.members[k]))
+            loop.run()
         except BaseException as error:
-            message = f"{type(error).__name__}: {error}"
             for member in self.members:
-                if member.events is not None and not member.ended:
-                    with contextlib.suppress(Exception):
-                        member.events.emit("error", -1, message=message)
-                if member.tracker is not None and not member.ended:
-                    with contextlib.suppress(Exception):
-                        member.tracker.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+                if member.book is not None:
+                    member.book.fail(error)
             raise
         finally:
             for member in self.members:
-                if member.events is not None:
-                    member.events.close()
+                if member.book is not None:
+                    member.book.writer.close()
         return self._outcome()
 
     def _outcome(self) -> dict[str, str]:
-        return {m.trial_id: "finished" if m.finished else "cancelled" if m.cancelled or self._cancel_requested(m)
-                else "unfinished" for m in self.members}
+        def how(m: _Member) -> str:
+            if m.finished or (m.book is not None and m.book.finished):
+                return "finished"
+            if (m.book is not None and m.book.cancelled) or self._cancel_requested(m):
+                return "cancelled"
+            return "unfinished"
+
+        return {m.trial_id: how(m) for m in self.members}
 
     def _setup(self) -> None:
         import torch
 
         from spelltransfer.models import load_model, load_tokenizer, resolve_model_path
-        from spelltransfer.track import build_tracker
+        from spelltransfer.train.loop import TrialBookkeeper
         from spelltransfer.train.model_config import resolve_target_modules
         from spelltransfer.train.packed.trainer import PackedTrainer, prepare_examples
         from spelltransfer.train.trainer import load_training_examples, open_run_folder
@@ -359,8 +347,8 @@ class PackJob:
         if shared.training.num_threads:
             torch.set_num_threads(shared.training.num_threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model_path = resolve_model_path(shared.model.name)
-        target_modules = resolve_target_modules(self.model_path, shared.model.lora)
+        self.base_model = resolve_model_path(shared.model.name)
+        target_modules = resolve_target_modules(self.base_model, shared.model.lora)
         tokenizer = load_tokenizer(shared.model.name)
         model = load_model(shared.model.name, dtype=shared.model.dtype, device=self.device)
         self.tokenizer = tokenizer
@@ -381,7 +369,7 @@ class PackJob:
         self.trainer = PackedTrainer(
             model, tokenizer, train_records, [m.spec for m in self.members], scheduler=shared.scheduler,
             betas=tuple(shared.optimizer.betas), eps=shared.optimizer.eps, target_modules=target_modules,
-            max_seq_length=max_len, base_model_path=self.model_path, prepared=prepared)
+            max_seq_length=max_len, base_model_path=self.base_model, prepared=prepared)
         self.prepared = prepared
 
         if self.resume and self.state_path.is_file():
@@ -389,99 +377,97 @@ class PackJob:
             if state.get("pack_id") != self.manifest.pack_id:
                 raise ConfigError(f"{self.state_path}: saved by pack {state.get('pack_id')!r}, not {self.manifest.pack_id!r}")
             self.trainer.load_state_dict(state["trainer"])
-            for member in self.members:
-                already_finished = member.finished
-                member.load_state(state["members"][member.trial_id])
-                member.finished = member.finished or already_finished
+            self._member_states = state["members"]
             self.resumed_from = int(state["step"])
         for member in self.members:
-            if member.ended:
+            saved = self._member_states.get(member.trial_id, {})
+            member.best_row = saved.get("best_row")
+            if member.finished or saved.get("finished") or saved.get("cancelled"):
                 self.trainer.stop_trial(member.index)
 
         dtype = next(model.parameters()).dtype
         precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
         slots = self.trainer.weights.slots
         for member in self.members:
-            if member.ended:
+            saved = self._member_states.get(member.trial_id)
+            if member.finished or (saved and (saved.get("finished") or saved.get("cancelled"))):
                 continue
             config, training = member.config, member.config.training
             # step lines flushed, not fsynced: K members' fsyncs per step would dominate a GPU step
-            member.events = open_run_folder(config, member.output_dir, self.resume, flush_only=("step",))
-            member.tracker = build_tracker(training.tracking, training.experiment, member.output_dir)
-            member.tracker.start(training.run_name or member.output_dir.name, config.flat(),
-                                 {"backend": "packed", "pack_id": self.manifest.pack_id,
-                                  "output_dir": str(member.output_dir)})
+            writer = open_run_folder(config, member.output_dir, self.resume, flush_only=("step",))
+            member.book = TrialBookkeeper(config, writer, output_dir=member.output_dir)
+            if saved:
+                member.book.load_state_dict(saved)
             trainable = sum(member.spec.r * (s.in_features + s.out_features) for s in slots)
-            member.events.emit("start", self.trainer.step_index, backend="packed", pack_id=self.manifest.pack_id,
-                               pack_members=[m.trial_id for m in self.members], device=self.device,
-                               max_steps=training.max_steps, precision=precision, train_examples=len(prepared),
-                               eval_examples=len(member.eval_prepared), trainable_params=trainable,
-                               resumed_from=self.resumed_from, output_dir=str(member.output_dir))
+            member.book.start(self.trainer.step_index, self.resumed_from,
+                              {"backend": "packed", "pack_id": self.manifest.pack_id,
+                               "output_dir": str(member.output_dir)},
+                              backend="packed", pack_id=self.manifest.pack_id,
+                              pack_members=[m.trial_id for m in self.members], device=self.device,
+                              max_steps=training.max_steps, precision=precision, train_examples=len(prepared),
+                              eval_examples=len(member.eval_prepared), trainable_params=trainable)
 
-    def _loop(self) -> None:
+    # -- the Engine interface (train/loop.py)
+
+    @property
+    def step_index(self) -> int:
+        return self.trainer.step_index
+
+    def active(self) -> list[int]:
+        return [k for k, on in enumerate(self.trainer.active()) if on]
+
+    def step(self) -> dict[int, int]:
+        running = self.active()
+        self.trainer.step()
+        step = self.trainer.step_index
+        return {k: sum(len(self.prepared[i].ids) for i in self.trainer.orders[k].batch(step - 1)) for k in running}
+
+    def losses(self, trials: list[int]) -> dict[int, float]:
+        self.trainer.flush()   # one host sync, only on steps that log
+        return {k: self.trainer.history.losses[k][-1] for k in trials}
+
+    def lr(self, trial: int, step: int) -> float:
         from spelltransfer.train.optim import lr_factor
 
-        trainer = self.trainer
-        save_every = min(m.config.training.save_steps for m in self.members)
-        self._started = time.perf_counter()   # train_seconds_this_session counts the loop, as run_training's
-        scheduler = self.shared.scheduler
-        while True:
-            self._drop_cancelled()
-            if trainer.done():
-                break
-            running = [self.members[k] for k, on in enumerate(trainer.active()) if on]
-            trainer.step()
-            step = trainer.step_index
-            if any(step % m.config.training.logging_steps == 0 or step == m.spec.max_steps for m in running):
-                trainer.flush()   # one host sync, only on steps that log
-            due_eval = []
-            for member in running:
-                training, spec = member.config.training, member.spec
-                batch = trainer.orders[member.index].batch(step - 1)
-                member.tokens_seen += sum(len(self.prepared[i].ids) for i in batch)
-                if step % training.logging_steps == 0 or step == spec.max_steps:
-                    loss = trainer.history.losses[member.index][-1]
-                    lr = spec.lr * lr_factor(step - 1, scheduler, spec.max_steps)
-                    member.events.emit("step", step, loss=loss, lr=lr, tokens=member.tokens_seen)
-                    member.tracker.log_metrics({"train/loss": loss, "train/lr": lr, "train/tokens": member.tokens_seen}, step)
-                if step % training.eval_steps == 0 or step == spec.max_steps:
-                    due_eval.append(member)
-            finishing = [m for m in running if step == m.spec.max_steps]
-            for member, metrics in zip(due_eval, self._evaluate(due_eval)):
-                member.history.append({"step": step, **metrics})
-                member.events.emit("eval", step, metrics=metrics)
-                member.tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step)
-                es = member.config.training.early_stopping
-                if es.enabled:
-                    if member.stopper.update(step, metrics[es.metric]):
-                        member.best_row = trainer.trial_row(member.index).cpu()
-                    if member.stopper.should_stop and member not in finishing:
-                        finishing.append(member)
-            for member in finishing:
-                trainer.stop_trial(member.index)
-            if finishing:
-                self._finish(sorted(finishing, key=lambda m: m.index), step)
-            if step % save_every == 0 and not trainer.done():
-                self._save(step)
+        spec = self.members[trial].spec
+        return spec.lr * lr_factor(step - 1, self.shared.scheduler, spec.max_steps)
+
+    def keep_best(self, trial: int, step: int) -> None:
+        self.members[trial].best_row = self.trainer.trial_row(trial).cpu()
+
+    def stop(self, trial: int) -> None:
+        self.trainer.stop_trial(trial)
+
+    def last_loss(self, trial: int) -> float | None:
+        self.trainer.flush()
+        losses = self.trainer.history.losses[trial]
+        return losses[-1] if losses else None
+
+    def export(self, trial: int, out_dir: Path, best_step: int | None, stop_step: int) -> None:
+        member = self.members[trial]
+        if best_step is not None and best_step != stop_step and member.best_row is not None:
+            self.trainer.set_trial_row(trial, member.best_row)   # the trial has ended: its row is free
+        self.trainer.export(trial, out_dir)
+        self.tokenizer.save_pretrained(out_dir)
 
     # -- evaluation
 
-    def _evaluate(self, members: list[_Member]) -> list[dict]:
-        """Validation metrics of ``members`` on their samples: eval_loss for all in one pass, plus the
-        accuracies (greedy generation, as ``run_training``) where early stopping scores accuracy."""
+    def validate(self, trials: dict[int, bool]) -> dict[int, dict]:
+        """Validation metrics of ``trials`` on their samples: eval_loss for all in one pass, plus the
+        accuracies (greedy generation, as ``run_training``) where ``trials[k]``."""
+        members = [self.members[k] for k in sorted(trials)]
         if not members:
-            return []
+            return {}
         losses = self.trainer.eval_losses({m.index: m.eval_prepared for m in members})
-        results = [{"eval_loss": losses[m.index]} for m in members]
-        wants = [m for m in members if m.config.training.early_stopping.metric == "accuracy"]
+        results = {m.index: {"eval_loss": losses[m.index]} for m in members}
+        wants = [m for m in members if trials[m.index]]
         if wants:
             from spelltransfer.evaluate.evaluator import accuracy_metrics, prepare_items
 
             scored = self._score(wants, lambda m: (m.config.training.seed, m.config.training.eval_samples),
                                  lambda m: prepare_items(m.eval_records))
-            for member, result in zip(members, results):
-                if member in scored:
-                    result.update(accuracy_metrics(scored[member][1]))
+            for member in wants:
+                results[member.index].update(accuracy_metrics(scored[member][1]))
         return results
 
     def _score(self, members: list[_Member], group_key, items_of) -> dict:
@@ -535,114 +521,73 @@ class PackJob:
 
     # -- finishing, cancelling, saving
 
-    def _finish(self, members: list[_Member], step: int) -> None:
-        """Adapter, validation evaluation, done event and (last) metrics.json of members ending at ``step``."""
-        from spelltransfer.atomic import staged_dir
+    def finish_extras(self, trials: list[int]) -> dict[int, dict]:
+        """``validation`` (greedy generation on the validation split as ``platform.eval_job --run-dir``
+        scores it, saved as validation_eval.json) and ``pack`` of members ending together."""
         from spelltransfer.data import load_split
-        from spelltransfer.evaluate.evaluator import EvalResult
-        from spelltransfer.train.plot import plot_run
+        from spelltransfer.evaluate.evaluator import EvalResult, prepare_items
 
-        trainer = self.trainer
-        for member in members:
-            best_step = member.stopper.best_step if member.es_enabled else None
-            if best_step is not None and best_step != step and member.best_row is not None:
-                trainer.set_trial_row(member.index, member.best_row)   # the trial has ended: its row is free
-            with staged_dir(member.events.folder.final) as staging:
-                trainer.export(member.index, staging)
-                self.tokenizer.save_pretrained(staging)
+        members = [self.members[k] for k in trials]
 
         def validation_items(member: _Member):
             # What `platform.eval_job --run-dir` asks (its _from_run_dir): the run's tasks and items per task.
-            from spelltransfer.evaluate.evaluator import prepare_items
-
             transfer = member.config.transfer
             return prepare_items(load_split(member.config.training.data_dir, "validation"),
                                  list(transfer.eval_tasks) or None, transfer.eval_items_per_task)
 
         scored = self._score(members, lambda m: (m.config.training.data_dir, tuple(m.config.transfer.eval_tasks),
                                                  m.config.transfer.eval_items_per_task), validation_items)
+        extras = {}
         for member in members:
             training, config = member.config.training, member.config
             predictions, tasks, seconds, n_items = scored[member]
-            adapter_dir = member.events.folder.final
-            validation = EvalResult(tasks=tasks, model=str(config.model.name), adapter=str(adapter_dir),
+            validation = EvalResult(tasks=tasks, model=str(config.model.name), adapter=str(member.book.folder.final),
                                     data=str(training.data_dir), split="validation", n_items=n_items,
                                     seconds=round(seconds, 3),
                                     items_per_second=round(n_items / seconds, 3) if seconds > 0 else 0.0,
                                     batch_size=training.eval_batch_size, predictions=predictions)
-            validation.save(member.events.folder.validation_eval)
-            es = training.early_stopping
-            stopping = es.enabled and member.stopper.should_stop
-            reason = "early_stopping" if stopping else "max_steps"
-            best_step = member.stopper.best_step if es.enabled else None
-            metric_name = es.metric if es.enabled else "eval_loss"
-            run_name = training.run_name or member.output_dir.name
-            plot_path = plot_run(config, member.history, metric_name, member.output_dir, run_name, best_step, step, reason)
-            losses = trainer.history.losses[member.index]
-            summary = run_folder.metrics_summary(
-                history=member.history, stop_step=step, stop_reason=reason, best_step=best_step,
-                metric_name=metric_name, adapter_dir=adapter_dir, backend="packed", device=self.device,
-                base_model=self.model_path, last_train_loss=losses[-1] if losses else None,
-                tokens_seen=member.tokens_seen, train_seconds=time.perf_counter() - self._started,
-                resumed_from=self.resumed_from, plot_path=plot_path, validation=validation.model_dump(),
-                pack={"pack_id": self.manifest.pack_id, "members": [m.trial_id for m in self.members]})
-            member.events.emit("done", step, reason=reason, best_step=best_step, adapter=str(adapter_dir))
-            metrics_path = member.events.write_metrics(summary)
-            member.finished = True
-            self._track_finish(member, summary, run_folder.best_metrics(member.history, best_step), step,
-                               metrics_path, plot_path)
-
-    def _track_finish(self, member: _Member, summary: dict, best_metrics: dict, step: int, metrics_path: Path,
-                      plot_path) -> None:
-        tracker = member.tracker
-        validation = {f"validation/{task}_accuracy": t["accuracy"] for task, t in summary["validation"]["tasks"].items()}
-        tracker.log_metrics({f"best/{k}": v for k, v in best_metrics.items()} | validation | {"stop_step": step}, step)
-        tracker.log_artifact(metrics_path)
-        tracker.log_artifact(member.events.folder.config)
-        if plot_path:
-            tracker.log_artifact(plot_path)
-        if member.config.training.tracking.mlflow.log_adapter:
-            tracker.log_artifact(member.events.folder.final, "adapter")
-        tracker.finish("FINISHED")
+            validation.save(member.book.folder.validation_eval)
+            extras[member.index] = {"validation": validation.model_dump(),
+                                    "pack": {"pack_id": self.manifest.pack_id,
+                                             "members": [m.trial_id for m in self.members]}}
+        return extras
 
     def _cancel_requested(self, member: _Member) -> bool:
         return RunReader(member.output_dir).cancel_requested()
-
-    def _drop_cancelled(self) -> None:
-        for member in self.members:
-            if member.ended or not self._cancel_requested(member):
-                continue
-            self.trainer.stop_trial(member.index)
-            member.cancelled = True
-            member.events.emit("done", self.trainer.step_index, reason="cancelled")
-            member.tracker.finish("KILLED")
-            log.info("pack %s: member %s cancelled at step %d", self.manifest.pack_id, member.trial_id,
-                     self.trainer.step_index)
 
     def _close_cancelled_before_start(self) -> None:
         """Members cancelled while no pack process ran still get their ``done`` line (once)."""
         for member in self.members:
             if member.finished or not self._cancel_requested(member):
                 continue
-            member.cancelled = True
             last = RunReader(member.output_dir).last_event()
             if last is None or last.get("event") != "done":
                 with RunWriter(member.output_dir) as writer:
                     writer.emit("done", int(last.get("step", 0)) if last else 0, reason="cancelled")
 
-    def _save(self, step: int) -> None:
-        """The whole pack's state to ``DIR/state.pt``, atomically."""
+    def save(self, step, books, due, improved, ending) -> dict[int, str]:
+        """The whole pack's state to ``DIR/state.pt``, atomically, every ``save_steps`` (the smallest
+        of the members) while a member trains on; ``improved``/``ending`` need no save (the best
+        weights are kept in memory and in the state, a finished member has its metrics.json)."""
         import torch
 
         from spelltransfer.atomic import atomic_path
 
+        save_every = min(m.config.training.save_steps for m in self.members)
+        if step % save_every or self.trainer.done():
+            return {}
+        members = {}
+        for member in self.members:
+            if member.book is not None:
+                members[member.trial_id] = {**member.book.state_dict(), "best_row": member.best_row}
+            else:   # finished or cancelled before this process
+                members[member.trial_id] = {**self._member_states.get(member.trial_id, {}), "finished": member.finished,
+                                            "cancelled": not member.finished}
         state = {"pack_id": self.manifest.pack_id, "step": step, "trainer": self.trainer.state_dict(),
-                 "members": {m.trial_id: m.state() for m in self.members}}
+                 "members": members}
         with atomic_path(self.state_path) as temp:
             torch.save(state, temp)
-        for member in self.members:
-            if not member.ended:
-                member.events.emit("checkpoint", step, path=str(self.state_path))
+        return {k: str(self.state_path) for k in self.active()}
 
 
 def run_pack(pack_dir: str | Path, resume: bool = False) -> dict[str, str]:
