@@ -152,6 +152,7 @@ def test_same_metrics_keys_and_outcome(runs, engine):
     ("training.precision=bf16", "training.precision"),            # fp32 weights on CPU: would be ignored
     ("model.gradient_checkpointing=true", "model.gradient_checkpointing"),
     ("model.lora.dropout=0.1", "model.lora.dropout"),
+    ("training.backend=unsloth", "training.backend"),             # asked for by name; auto may pack
 ])
 def test_a_setting_the_packed_engine_cannot_honour_is_refused_by_name(tmp_path, base_config, common, setting, named):
     """Not ignored: the worker does not pack such a config (pack_key None), and a pack holding it

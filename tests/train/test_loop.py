@@ -16,8 +16,7 @@ import pytest
 
 from spelltransfer.run_folder import METRICS_KEYS, RunFolder, read_events
 from spelltransfer.train.config import RunConfig
-from spelltransfer.train.loop import TrainingLoop, TrialBookkeeper
-from spelltransfer.train.trainer import open_run_folder
+from spelltransfer.train.loop import TrainingLoop, TrialBookkeeper, open_run_folder
 
 # eval_loss at steps 1, 2, 3, ...: best at 3, then no improvement beyond min_delta -> patience 2 stops at 5.
 CURVE = [5.0, 4.0, 3.0, 2.995, 3.5, 1.0, 1.0, 1.0]

@@ -28,11 +28,52 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from spelltransfer import run_folder
-from spelltransfer.run_folder import RunWriter
+from spelltransfer.errors import ConfigError, short_repr
+from spelltransfer.run_folder import RunFolder, RunWriter
+from spelltransfer.safe_yaml import load_yaml_file
+from spelltransfer.train.checkpoints import list_checkpoints
+from spelltransfer.train.config import RunConfig, validate_config
 from spelltransfer.train.early_stopping import EarlyStopping
+
+# Fields that may differ between a run and its resumption: where things are logged, not what is trained.
+RESUMABLE_DIFFERENCES = ("training.tracking", "training.run_name", "training.output_root", "training.plot_dir")
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for key in keys:
+        name = f"{prefix}.{key}" if prefix else key
+        if name.startswith(RESUMABLE_DIFFERENCES):
+            continue
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            out.extend(_differences(left, right, name))
+        elif left != right:
+            out.append(f"{name} ({short_repr(left)} -> {short_repr(right)})")
+    return out
+
+
+def open_run_folder(config: RunConfig, output_dir: Path, resume: bool, on_event: Callable[[dict], None] | None = None,
+                    flush_only: tuple[str, ...] = ()) -> RunWriter:
+    """Check ``output_dir`` may take this run (a resume must not change what is trained), save the
+    resolved config there and return the folder's writer."""
+    folder = RunFolder(output_dir)
+    has_checkpoints = bool(list_checkpoints(folder.checkpoints))
+    if has_checkpoints and not resume:
+        raise ConfigError(f"{output_dir} already holds checkpoints; pass --resume to continue it or choose another --output-dir")
+    if resume and folder.config.is_file():
+        previous = validate_config(load_yaml_file(folder.config) or {}, source=str(folder.config))
+        changed = _differences(previous.model_dump(mode="json"), config.model_dump(mode="json"))
+        if changed:
+            raise ConfigError(f"--resume with a config that differs from {folder.config}: {', '.join(changed)}")
+    writer = RunWriter(output_dir, on_event, flush_only)
+    writer.write_config(config.to_yaml())
+    return writer
+
 
 
 class Engine(Protocol):

@@ -25,21 +25,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from spelltransfer.errors import ConfigError, DataError, short_repr
+from spelltransfer.errors import ConfigError, DataError
 from spelltransfer.train.checkpoints import (
     latest_valid_checkpoint, list_checkpoints, load_adapter_weights, load_checkpoint, prune_checkpoints, save_checkpoint,
 )
 from spelltransfer import run_folder
-from spelltransfer.run_folder import RunFolder, RunWriter
-from spelltransfer.safe_yaml import load_yaml_file
-from spelltransfer.train.config import RunConfig, validate_config
+from spelltransfer.run_folder import RunFolder
+from spelltransfer.train.config import RunConfig
+from spelltransfer.train.loop import RESUMABLE_DIFFERENCES, open_run_folder  # noqa: F401  (re-exported)
 from spelltransfer.train.dataset import BatchOrder, mix_tasks, read_split, tokenize_example
 
 log = logging.getLogger(__name__)
-
-# Fields that may differ between a run and its resumption: where things are logged, not what is trained.
-RESUMABLE_DIFFERENCES = ("training.tracking", "training.run_name", "training.output_root", "training.plot_dir")
-
 
 @dataclass
 class TrainResult:
@@ -63,39 +59,6 @@ class TrainResult:
 def default_output_dir(config: RunConfig) -> Path:
     run_name = config.training.run_name or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return Path(config.training.output_root) / config.training.experiment / run_name
-
-
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = sorted(set(a) | set(b))
-    out = []
-    for key in keys:
-        name = f"{prefix}.{key}" if prefix else key
-        if name.startswith(RESUMABLE_DIFFERENCES):
-            continue
-        left, right = a.get(key), b.get(key)
-        if isinstance(left, dict) and isinstance(right, dict):
-            out.extend(_differences(left, right, name))
-        elif left != right:
-            out.append(f"{name} ({short_repr(left)} -> {short_repr(right)})")
-    return out
-
-
-def open_run_folder(config: RunConfig, output_dir: Path, resume: bool, on_event: Callable[[dict], None] | None = None,
-                    flush_only: tuple[str, ...] = ()) -> RunWriter:
-    """Check ``output_dir`` may take this run (a resume must not change what is trained), save the
-    resolved config there and return the folder's writer."""
-    folder = RunFolder(output_dir)
-    has_checkpoints = bool(list_checkpoints(folder.checkpoints))
-    if has_checkpoints and not resume:
-        raise ConfigError(f"{output_dir} already holds checkpoints; pass --resume to continue it or choose another --output-dir")
-    if resume and folder.config.is_file():
-        previous = validate_config(load_yaml_file(folder.config) or {}, source=str(folder.config))
-        changed = _differences(previous.model_dump(mode="json"), config.model_dump(mode="json"))
-        if changed:
-            raise ConfigError(f"--resume with a config that differs from {folder.config}: {', '.join(changed)}")
-    writer = RunWriter(output_dir, on_event, flush_only)
-    writer.write_config(config.to_yaml())
-    return writer
 
 
 def _seed_everything(seed: int) -> None:

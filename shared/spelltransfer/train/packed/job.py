@@ -36,7 +36,8 @@ changes the shared computation (model, dtype, sequence length, target modules, d
 Adam betas/eps, ...) and must be equal, else ``ConfigError`` names the field. ``pack_key(config)``
 hashes those shared fields so the worker groups compatible trials; it returns None for a config
 the packed trainer cannot reproduce (LoRA dropout, 4-bit weights, gradient checkpointing, another
-optimizer, a ``training.precision`` other than the weights' dtype), which the worker then runs
+optimizer, a ``training.precision`` other than the weights' dtype, ``training.backend: unsloth`` asked
+for by name -- ``auto`` is the engine's choice), which the worker then runs
 alone; ``run_pack`` refuses such a member with a ConfigError naming the setting. The seed joins the key when tasks are mixed into training: the mixed-in
 examples are drawn with the seed, so members would not share their training set otherwise.
 
@@ -184,6 +185,9 @@ def unpackable_reason(config: RunConfig, device: str | None = None) -> str | Non
     if model.gradient_checkpointing:
         return (f"model.gradient_checkpointing: the packed trainer does not recompute activations "
                 f"(got {model.gradient_checkpointing!r}); set it false to pack")
+    if config.training.backend == "unsloth":
+        return ("training.backend: unsloth was asked for by name and the packed trainer is its own engine "
+                "(plain torch on the base weights); set training.backend=auto to let the worker pack it")
     if config.optimizer.name != "adamw":
         return f"optimizer.name: the packed trainer implements adamw only (got {config.optimizer.name!r})"
     device = device or default_device()
@@ -341,7 +345,8 @@ class PackJob:
         from spelltransfer.train.loop import TrialBookkeeper
         from spelltransfer.train.model_config import resolve_target_modules
         from spelltransfer.train.packed.trainer import PackedTrainer, prepare_examples
-        from spelltransfer.train.trainer import load_training_examples, open_run_folder
+        from spelltransfer.train.loop import open_run_folder
+        from spelltransfer.train.trainer import load_training_examples
 
         shared = self.shared
         if shared.training.num_threads:
