@@ -8,6 +8,10 @@ to bf16 noise (~1e-2 relative), not 1e-5. Exit 1 when a mode disagrees by more t
 Modes (``_gpu_common.PACKED_MODES``): eager (fused decoder, no graphs), graphs (the default: HF
 decoder under CUDA graphs), fused graphs without (nocompile) and with torch.compile (compiled).
 Also prints each mode's mean step time (compile excluded: after warm-up).
+
+Needs pydantic (it imports ``spelltransfer.train.packed``, whose init imports the trainer and ``TrialSpec``):
+on a GPU machine without it, ``benchmarks/graphs_gradcheck.py`` (its ``train ...`` rows) runs the same kind of
+own-gradient comparison through ``GraphedChunks`` with the packed modules alone.
 """
 
 from __future__ import annotations
