@@ -30,7 +30,9 @@ Per step, ``flat_rel_at_start``/``replay_wrote_flat``: whether anything but the 
 
 Per variant and chunk: ``grad_rel`` vs the fp32 reference (eager, slice-loop LoRA, SDPA per
 sequence) and ``vs_eager`` vs the bf16 eager reference, next to ``floor`` (bf16 eager vs fp32: the
-noise), ``loss_rel`` (per-trial chunk loss vs eager), ``empty_grad`` (norm of the gradient given to
+noise), ``loss_rel`` (per-trial chunk loss vs eager), ``lora_loss_rel`` (that difference over the LoRA's
+share of the eager loss, eager loss minus the loss with every B = 0: ~bf16 noise / effect when the LoRA part
+of the replayed forward is right, ~1 or more when it is not), ``empty_grad`` (norm of the gradient given to
 trials with no token in that chunk: must be 0), ``by_trial``; ``repeat_rel``: chunk 0 replayed again
 at the end with step 0's weights vs its first replay (a graph that reads state left by earlier
 replays differs here); ``vs_nograph_compiled``: compiled-in-graph vs the same compiled functions
@@ -327,7 +329,7 @@ def main(argv=None) -> int:
     ref_runner = runner_for(bench)
     chunks = plan(ref_runner)
     optim = make_optimizer(weights)
-    states, ref_grads, ref_losses, step_grads, chunk_meta = [], [], [], [], []
+    states, ref_grads, ref_losses, step_grads, chunk_meta, base_losses = [], [], [], [], [], []
     lrs, active = [args.lr] * n_trials, [True] * n_trials
     for s, parts in enumerate(chunks):
         states.append(weights.flat.detach().clone())
@@ -338,6 +340,7 @@ def main(argv=None) -> int:
             per_trial = ref_runner._forward_backward()
             ref_grads.append(weights.grad - before)
             ref_losses.append(per_trial.detach().clone())
+            base_losses.append(loss_without_lora(torch, bench, ref_runner))
             chunk_meta.append({"step": s, "chunk": c, "real_tokens": n_real, "scored": n_scored,
                                "trials": chunk_trials(part)})
         step_grads.append(weights.grad.detach().clone())
@@ -443,7 +446,7 @@ def main(argv=None) -> int:
                         row["verdict"] = "BAD" if diff > 1e-2 else "ok"
                 else:
                     row = run_variant(pk, torch, name, spec, config, dev, bf16, state0, states, steps, step_grads, ref_grads,
-                                      ref_losses, fp32_grads, floors, chunk_meta, runner_for, make_optimizer, args,
+                                      (ref_losses, base_losses), fp32_grads, floors, chunk_meta, runner_for, make_optimizer, args,
                                       nograph_compiled)
             if name == "nograph compiled":
                 nograph_compiled = row.pop("_grads")
@@ -472,7 +475,8 @@ def main(argv=None) -> int:
             w = row["worst"]
             print(f"  {row['variant']:<34} {row['verdict']:<5} grad {w['grad_rel']:<9.3g} floor {w['floor']:<9.3g} "
                   f"vs_eager {w['vs_eager']:<9.3g} loss {w['loss_rel']:<9.3g} repeat {row.get('repeat_rel', float('nan')):<9.3g} "
-                  f"empty {w['empty_grad']:<9.3g} nograph_c {row.get('worst_vs_nograph_compiled', '-')}  {row['s']} s")
+                  f"empty {w['empty_grad']:<9.3g} lora_loss {row.get('worst_lora_loss_rel', '-')} "
+                  f"nograph_c {row.get('worst_vs_nograph_compiled', '-')}  {row['s']} s")
         elif "losses" in row:
             print(f"  {row['variant']:<34} {row['verdict']:<5} max rel loss diff vs train eager "
                   f"{row.get('max_rel_loss_diff', '(reference)')}  {row.get('s')} s")
@@ -481,12 +485,36 @@ def main(argv=None) -> int:
     return 0
 
 
+def loss_without_lora(torch, bench, runner):
+    """Per-trial loss of the loaded chunk with every B = 0 (eager, no grad): the base model's share of the loss."""
+    weights = bench.weights
+    saved = weights.flat.detach().clone()
+    try:
+        with torch.no_grad():
+            for b in weights.lora_B:
+                b.zero_()
+            bench.routing.set_token_ends(runner._ends, runner.offsets)
+            _, per_trial = bench.loss_on_device(runner.input_ids, runner.position_ids, None, runner.cu, runner.max_len,
+                                                runner.predict_at, runner.targets, runner.weights, runner.trial_of)
+            return per_trial.detach().clone()
+    finally:
+        with torch.no_grad():
+            weights.flat.copy_(saved)
+
+
+def _lora_loss_rel(got, ref, base):
+    """|loss - eager loss| / |eager loss - loss without LoRA|: how wrong the LoRA part of the forward is (None at B = 0)."""
+    effect = float((ref - base).norm())
+    return _sig(float((got - ref).norm()) / effect) if effect > 0 else None
+
+
 def _drive(runner, graph: bool):
     return runner.run() if graph else runner._forward_backward()
 
 
-def run_variant(pk, torch, name, spec, config, dev, dtype, state0, states, steps, step_grads, ref_grads, ref_losses,
+def run_variant(pk, torch, name, spec, config, dev, dtype, state0, states, steps, step_grads, ref_grads, losses,
                 fp32_grads, floors, chunk_meta, runner_for, make_optimizer, args, nograph_compiled):
+    ref_losses, base_losses = losses
     cuda = dev == "cuda"
     graph = spec["graph"] and cuda
     model, weights, routing, decoder = build(pk, config, dev, dtype, fused=spec["fused"], compile_=spec["compile"],
@@ -530,6 +558,7 @@ def run_variant(pk, torch, name, spec, config, dev, dtype, state0, states, steps
                 empty = [k for k in range(len(RANKS)) if k not in chunk_meta[i]["trials"]]
                 entry = {"step": s, "chunk": c, "grad_rel": _sig(_rel(contribution, f32)), "floor": _sig(floor),
                          "vs_eager": _sig(_rel(contribution, ref)), "loss_rel": _sig(_rel(per_trial, ref_losses[i])),
+                         "lora_loss_rel": _lora_loss_rel(per_trial, ref_losses[i], base_losses[i]),
                          "empty_trials": empty,
                          "empty_grad": _sig(float(contribution[empty].norm())) if empty else 0.0,
                          "by_trial": [_sig(_rel(contribution[k], f32[k])) if k not in empty else None for k in range(len(RANKS))]}
@@ -557,6 +586,8 @@ def run_variant(pk, torch, name, spec, config, dev, dtype, state0, states, steps
     if per_chunk:
         worst = max(per_chunk, key=lambda e: e["grad_rel"] / max(e["floor"], 1e-12))
         row["worst"] = {k: worst[k] for k in ("step", "chunk", "grad_rel", "floor", "vs_eager", "loss_rel", "empty_grad")}
+        lora = [e["lora_loss_rel"] for e in per_chunk if e["lora_loss_rel"] is not None]
+        row["worst_lora_loss_rel"] = max(lora) if lora else None
         if any("vs_nograph_compiled" in e for e in per_chunk):
             row["worst_vs_nograph_compiled"] = max(e.get("vs_nograph_compiled", 0.0) for e in per_chunk)
         bad = any(e["grad_rel"] > max(3 * e["floor"], 0.05) or e["empty_grad"] > 0 or e["loss_rel"] > 1e-2 for e in per_chunk)
