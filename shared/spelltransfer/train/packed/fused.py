@@ -175,7 +175,13 @@ class FusedDecoder:
         return None
 
     def enable_compile(self) -> None:
-        """``torch.compile`` both layer functions (one graph each, shared by all layers: same shapes)."""
+        """``torch.compile`` both layer functions (one graph each, shared by all layers: same shapes).
+
+        ``dynamic=False``: every new token count N (and, with the slice-loop kernel, every new set of
+        trial boundaries: its python ``ends`` are guarded) is a Dynamo recompile, and past
+        ``torch._dynamo.config.recompile_limit`` (8) the call raises (``fullgraph=True``). So the
+        compiled functions are for fixed shapes -- the trainer's CUDA-graph pass -- and callers with
+        changing shapes pass ``hidden(..., eager=True)`` (``PackedTrainer`` does outside the graphs)."""
         self._pre = torch.compile(pre_attention, dynamic=False, fullgraph=True)
         self._post = torch.compile(post_attention, dynamic=False, fullgraph=True)
         self.compiled = True
@@ -186,11 +192,18 @@ class FusedDecoder:
     @property
     def layer_kernel(self) -> str:
         """The LoRA kernel the layer functions run: ``grouped_op`` for the grouped kernel when opaque."""
-        opaque = self.compiled if self.opaque_grouped_mm is None else self.opaque_grouped_mm
+        return self._layer_kernel(self.compiled)
+
+    def _layer_kernel(self, compiled: bool) -> str:
+        opaque = compiled if self.opaque_grouped_mm is None else self.opaque_grouped_mm
         return "grouped_op" if self.kernel == "grouped" and opaque else self.kernel
 
-    def hidden(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu: torch.Tensor, max_len: int) -> torch.Tensor:
-        """Final-norm hidden states [N, d] of one packed row (``input_ids``/``position_ids`` [N])."""
+    def hidden(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu: torch.Tensor, max_len: int,
+               eager: bool = False) -> torch.Tensor:
+        """Final-norm hidden states [N, d] of one packed row (``input_ids``/``position_ids`` [N]).
+
+        ``eager=True``: the uncompiled layer functions (and the eager kernel choice) even when
+        compiled -- for shapes other than the fixed ones the compiled functions were built for."""
         w = self.weights
         x = self.body.embed_tokens(input_ids)
         cos, sin = self.body.rotary_emb(x, position_ids.unsqueeze(0))
@@ -199,7 +212,8 @@ class FusedDecoder:
         offsets = self.routing.offsets(n, x.device) if self.kernel == "grouped" else None
         ends = None if self.kernel == "grouped" else self.routing.ends(n)
         a, b, scales, dt = w.lora_A, w.lora_B, w.scales, x.dtype
-        kernel = self.layer_kernel
+        pre, post = (pre_attention, post_attention) if eager else (self._pre, self._post)
+        kernel = self._layer_kernel(self.compiled and not eager)
         for layer in self.layers:
             i = layer["idx"]
             a_qkv, b_qkv = lora_operands([a[i["q_proj"]], a[i["k_proj"]], a[i["v_proj"]]],
@@ -207,11 +221,11 @@ class FusedDecoder:
             a_o, b_o = lora_operands([a[i["o_proj"]]], [b[i["o_proj"]]], scales, dt)
             a_gu, b_gu = lora_operands([a[i["gate_proj"]], a[i["up_proj"]]], [b[i["gate_proj"]], b[i["up_proj"]]], scales, dt)
             a_d, b_d = lora_operands([a[i["down_proj"]]], [b[i["down_proj"]]], scales, dt)
-            q, k, v = self._pre(x, layer["ln1"], layer["w_qkv"], a_qkv, b_qkv, offsets, cos, sin,
+            q, k, v = pre(x, layer["ln1"], layer["w_qkv"], a_qkv, b_qkv, offsets, cos, sin,
                                 eps=self.eps, n_heads=self.n_heads, n_kv=self.n_kv, head_dim=self.head_dim,
                                 kernel=kernel, ends=ends)
             out = attention.attend(q, k, v, cu, max_len, self.scaling)
-            x = self._post(x, out, layer["w_o"], a_o, b_o, layer["ln2"], layer["w_gu"], a_gu, b_gu, layer["w_down"],
+            x = post(x, out, layer["w_o"], a_o, b_o, layer["ln2"], layer["w_gu"], a_gu, b_gu, layer["w_down"],
                            a_d, b_d, offsets, eps=self.eps, intermediate=self.intermediate, kernel=kernel, ends=ends)
         return self.body.norm(x)
 

@@ -122,6 +122,7 @@ class PackedTrainer:
             raise ConfigError("cuda_graphs: needs CUDA, the varlen layout and the grouped kernel")
         self.cuda_graphs = bool(cuda_graphs)
         self._graph_runner = None
+        self._graph_pass = False   # True while GraphedChunks runs Python (warm-up, capture): fixed shapes
         self.fused = self._fused_decoder(fused, compile)
         self.step_index = 0
         self.history = PackedHistory(losses=[[] for _ in trials])
@@ -137,7 +138,13 @@ class PackedTrainer:
         but its losses fell faster than the reference's from step 2 on (wrong gradients from the
         compiled ``post_attention`` on CUDA; not reproduced on CPU, where compiled and eager agree).
         So both stay opt-in: ``fused=True`` is correct; ``compile=True`` is for finding that bug.
-        ``compile`` needs fixed shapes, i.e. CUDA graphs: eager chunks change size and recompile.
+
+        The compiled layer functions run only in the CUDA-graph pass (``_graph_pass``), whose chunks
+        all have the graph's fixed shapes: compiled with ``dynamic=False``, every other chunk size
+        would be a recompile and the 9th would raise (``FailOnRecompileLimitHit``). So steps
+        without graphs (CPU, a failed capture) and ``eval_losses`` run the eager fused layers. The
+        slice-loop kernel is refused: its trial boundaries are python ints, guarded by Dynamo, so
+        every new set of boundaries would recompile (and graphs need the grouped kernel anyway).
         """
         from spelltransfer.train.packed.fused import FusedDecoder
 
@@ -150,6 +157,12 @@ class PackedTrainer:
             raise ConfigError(f"fused: this run cannot use the fused decoder ({why_not})")
         if compile and not fused:
             raise ConfigError("compile: needs the fused decoder")
+        if compile and self.kernel != "grouped":
+            raise ConfigError(f"compile: needs the grouped LoRA kernel (got {self.kernel!r}: the slice loop's trial "
+                              "boundaries are python ints, so every new set of them would be a recompile)")
+        if compile and not self.cuda_graphs:
+            log.warning("compile=True without CUDA graphs: the compiled layer functions run only on the graphs' "
+                        "fixed shapes, so this run trains with the eager fused layers")
         if compile and self.device.type == "cuda":
             log.warning("compile=True: the compiled fused decoder's gradients disagree with the reference on CUDA "
                         "(docs/performance.md section 6); use it only to investigate that")
@@ -200,7 +213,8 @@ class PackedTrainer:
         """Weighted answer loss of one chunk (summed over trials) and its per-trial parts [K]."""
         body = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
         if self.fused is not None:
-            hidden = self.fused.hidden(input_ids[0], position_ids[0], cu, max_len)
+            # compiled layers only on the graph's fixed shapes (see _fused_decoder)
+            hidden = self.fused.hidden(input_ids[0], position_ids[0], cu, max_len, eager=not self._graph_pass)
             return self._answer_loss(hidden, predict_at, targets, weights, trial_of)
         if cu is not None:
             out = body(input_ids=input_ids, position_ids=position_ids, use_cache=False,
@@ -240,7 +254,11 @@ class PackedTrainer:
             if graphs is not None:
                 try:
                     n_real, n_scored = graphs.load(part)
-                    step_loss += graphs.run()
+                    self._graph_pass = True
+                    try:
+                        step_loss += graphs.run()
+                    finally:
+                        self._graph_pass = False
                     tokens += n_real
                     padded += graphs.n_tokens
                     scored += n_scored
