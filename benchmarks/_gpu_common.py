@@ -23,18 +23,63 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 
 def load_records(data_dir: str | None, n_train: int = 6000) -> tuple[list[dict], list[dict]]:
-    """Training (spelling) and validation records; a built dataset folder, else generated here."""
+    """Training and validation records: a built dataset folder (train.jsonl), else one built here
+    (needs english-words), else -- e.g. on the bare GPU machine -- synthetic spelling records."""
     if data_dir and Path(data_dir, "train.jsonl").is_file():
         from spelltransfer.train.dataset import read_split
 
         train = read_split(data_dir, "train")
         validation = read_split(data_dir, "validation") if Path(data_dir, "validation.jsonl").is_file() else []
         return train, validation
-    from spelltransfer.data import build_dataset, load_split  # needs english-words
-
+    try:
+        from spelltransfer.data import build_dataset, load_split  # needs english-words
+    except ImportError:
+        return synthetic_records(n_train), []
     out = Path(data_dir or "/tmp/spelltransfer-bench-data")
     build_dataset(str(out), seed=0)
     return [r.to_dict() for r in load_split(str(out), "train")], [r.to_dict() for r in load_split(str(out), "validation")]
+
+
+def synthetic_records(n: int, seed: int = 0) -> list[dict]:
+    """Spelling records of random lowercase words (3-12 letters): the shape of the real data."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 12)))
+        sep = "-" if i % 2 else " "
+        out.append({"task": "spelling", "word": word, "prompt": f"Spell {word} with '{sep}' between letters.",
+                    "answer": sep.join(word), "template_id": "synthetic", "split": "train"})
+    return out
+
+
+# SmolLM2-135M's shape (its config.json), for a random-init model when no model file is at hand.
+SMOLLM2_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                     num_key_value_heads=3, max_position_embeddings=8192, rms_norm_eps=1e-5,
+                     rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+                     tie_word_embeddings=True)
+TINY_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True)
+
+
+def random_model(out_dir: str | Path, tokenizer_dir: str, tiny: bool = False) -> str:
+    """An HF folder (bf16 weights, seed 0) of SmolLM2-135M's shape (``tiny``: 2 layers of 64) with
+    ``tokenizer_dir``'s tokenizer; reused when already there."""
+    out = Path(out_dir)
+    if (out / ".complete").is_file():
+        return str(out)
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    shape = TINY_SHAPE if tiny else SMOLLM2_SHAPE
+    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **shape)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / ".complete").write_text("1")
+    return str(out)
 
 
 def model_flops(model) -> dict:
