@@ -26,6 +26,7 @@ from spelltransfer.data.config import DatasetConfig
 from spelltransfer.data.example import SPLITS, TASK_NAMES, Example
 from spelltransfer.data.io import write_jsonl
 from spelltransfer.data.tasks import get_task
+from spelltransfer.data.tasks.letter_lists import guard_report
 from spelltransfer.data.words import (WordLists, describe_tokenizer, load_word_tokenizer, piece_coverage, select_words,
                                      token_counts)
 from spelltransfer.errors import DataError
@@ -157,6 +158,9 @@ def build_dataset(out_dir: str | os.PathLike, config: DatasetConfig | None = Non
                       "train_single_token": sum(n == 1 for n in token_counts(tokenizer, list(words.train))),
                       "train_multi_token": sum(n >= 2 for n in token_counts(tokenizer, list(words.train)))},
             "piece_coverage": piece_coverage(tokenizer, words.train, {"validation": words.validation, "test": words.test}),
+            # round 4's letter lists (made at train time, data/tasks/letter_lists.py): the check that keeps
+            # every validation/test word out of them, run on this build's words
+            "letter_lists": guard_report({"validation": words.validation, "test": words.test}, words.train, config.seed),
             "presentations": {split: {p: sum(e.presentation == p for e in rows) for p in config.presentations}
                               for split, rows in examples.items()},
             "content_sha256": content_hash(staging),

@@ -17,10 +17,17 @@
   ``transfer.aux_symbol_fraction`` asks for them): letters are never marked in training, so a
   marked letter is transfer.
 
+Round 4 adds lists of single *letters* (``tasks/letter_lists.py``, ``transfer.aux_letter_fraction``),
+always given separated in the prompt (``q, x, b, m``): in the spell-first form
+``q-x-b-m. Answer: b`` has the layout of a spelled word and its answer, on a list whose letters
+never form a dictionary (hence never an eval) word. In ``spell_marked`` such lists are marked too:
+then training marks letters, but only those of a list given in the prompt, never a word's.
+
 Both spell-first modes may mix in *bridge* examples (``tasks/spell_echo.py``): the spell-first
 instruction on a question whose answer is the word itself (``g-a-r-d-e-n. Answer: garden``). They
 teach "after the spelling comes ``Answer:``", which spelling alone never shows, and reveal nothing
-about positions or counts.
+about positions or counts. With ``transfer.bridge_answer: quoted`` the bridge (``spell_quoted``)
+answers whether the word was written in quotes (``g-a-r-d-e-n. Answer: no``) instead of echoing it.
 
 This module owns the instructions and the spell-first answer layout; training and evaluation both
 take them from here.
@@ -36,6 +43,8 @@ SPELL_FORMS = ("spell_first", "spell_marked")
 MODE_TASKS = ("position", "count")
 SPELL_FIRST_INSTRUCTION = " First spell the word with dashes between the letters (like c-a-t), then write Answer: and the answer."
 LIST_FIRST_INSTRUCTION = " First write out the items with dashes between them (like one-two-three), then write Answer: and the answer."
+# Lists of single letters worded with "letter" (tasks/letter_lists.py, the ``_lw`` tasks).
+LETTER_LIST_FIRST_INSTRUCTION = " First write out the letters with dashes between them (like c-a-t), then write Answer: and the answer."
 MARKED_INSTRUCTIONS = {
     "position": " First spell the word with dashes (like c-a-t), then write the letters again with each letter's number after it (like c(1)-a(2)-t(3)), then write Answer: and the answer.",
     "count": " First spell the word with dashes (like b-a-n-a-n-a), then write the letters again with the running count after each copy of the asked letter (like b-a(1)-n-a(2)-n-a(3) for a), then write Answer: and the answer.",

@@ -13,6 +13,7 @@ and a resumed run sees exactly the batches the uninterrupted run would have.
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,24 +90,39 @@ def mix_tasks(spelling: list[dict], fractions: dict[str, float], seed: int, word
               aux_form: str = "direct", aux_symbol_fraction: float = 0.0) -> list[dict]:
     """Add position/count (or list, or bridge) questions on the training words so each makes up its
     fraction of the set; ``aux_form`` is the form of the list questions (``data.modes.question_form``)
-    and ``aux_symbol_fraction`` the share of them listing digits/symbols instead of words.
+    and ``aux_symbol_fraction`` the share of the word lists listing digits/symbols instead of words
+    (letter lists, ``list_letter_*``, take only the form; their redraws are logged at INFO).
     Bridge questions (``spell_echo``) show the word in every presentation, as spelling prompts do."""
     total_fraction = sum(fractions.values())
     if total_fraction <= 0:
         return spelling
-    from spelltransfer.data import make_examples
+    from spelltransfer.data.presentation import PRESENTATIONS
+    from spelltransfer.data.tasks import get_task
 
     n_total = int(round(len(spelling) / (1.0 - total_fraction)))
     mixed = list(spelling)
-    # Seed offsets follow the historical order (count, position, lists, bridge) so runs keep their data.
-    order = sorted(fractions, key=lambda t: (t == "spell_echo", t.startswith("list_"), t))
+    # Seed offsets follow the historical order (count, position, lists, bridge) so runs keep their data;
+    # the tasks added since (round 4: letter lists, balanced counts, the quoted bridge) come after them.
+    historical = sorted((t for t in fractions if t in _HISTORICAL_TASKS), key=lambda t: (t == "spell_echo", t.startswith("list_"), t))
+    order = historical + sorted(t for t in fractions if t not in _HISTORICAL_TASKS)
     for offset, task in enumerate(order):
         n = int(round(fractions[task] * n_total))
         if n:
-            options = {"form": aux_form, "symbol_fraction": aux_symbol_fraction} if task.startswith("list_") else {}
-            if task == "spell_echo":
-                from spelltransfer.data.presentation import PRESENTATIONS
-
+            if task in ("spell_echo", "spell_quoted"):
                 options = {"presentations": tuple(PRESENTATIONS)}
-            mixed.extend(example.to_dict() for example in make_examples(task, words, n, seed + offset + 1, "train", **options))
+            elif task.startswith("list_letter_"):
+                options = {"form": aux_form}
+            elif task.startswith("list_"):
+                options = {"form": aux_form, "symbol_fraction": aux_symbol_fraction}
+            else:
+                options = {}
+            examples = get_task(task)(words, "train", seed=seed + offset + 1, size=n, **options)
+            mixed.extend(example.to_dict() for example in examples)
+            if getattr(examples, "redrawn", 0):
+                _log.info("%s: %d lists, %d redrawn (their letters joined into or held a dictionary word)",
+                          task, n, examples.redrawn)
     return mixed
+
+
+_HISTORICAL_TASKS = ("position", "count", "list_position", "list_count", "spell_echo")
+_log = logging.getLogger(__name__)

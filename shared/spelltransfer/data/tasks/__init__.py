@@ -13,14 +13,24 @@ _MODULES = {"spelling": "Spelling", "position": "Position", "count": "Count",
             "list_position": "ListPosition", "list_count": "ListCount",
             # the spell-first bridge (tasks/spell_echo.py); never evaluated
             "spell_echo": "SpellEcho"}
+# Tasks whose class lives in another task's module: name -> (module, class).
+_VARIANTS = {"list_letter_position": ("letter_lists", "ListLetterPosition"),
+             "list_letter_count": ("letter_lists", "ListLetterCount"),
+             "list_letter_position_lw": ("letter_lists", "ListLetterPositionLetterWording"),
+             "list_letter_count_lw": ("letter_lists", "ListLetterCountLetterWording"),
+             "list_count_balanced": ("list_count", "ListCountBalanced"),
+             "spell_quoted": ("spell_echo", "SpellQuoted")}
 
 
 def get_task(name: str):
     """The task class for ``name`` ("spelling", "position" or "count")."""
     from spelltransfer.errors import DataError
 
+    if name in _VARIANTS:
+        module, cls = _VARIANTS[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
     if name not in _MODULES:
-        raise DataError(f"task '{name}' unknown; use one of {', '.join(_MODULES)}")
+        raise DataError(f"task '{name}' unknown; use one of {', '.join([*_MODULES, *_VARIANTS])}")
     return getattr(importlib.import_module(f"{__name__}.{name}"), _MODULES[name])
 
 

@@ -53,5 +53,32 @@ class ListCount(ListTask):
         return prompt + instruction(self.name, self.form), spell_first_target(items, answer, marks)
 
 
+class ListCountBalanced(ListCount):
+    """``list_count`` with the answers 0, 1, 2 and 3 in equal shares (``transfer.aux_balanced_counts``):
+    drawn as above, about 45 % of the answers are "1" and 3 is rare, the letter-count test's own skew."""
+
+    name = "list_count_balanced"
+
+    def build(self, word: str, shown: str, template: str, rng: random.Random) -> tuple[str, str]:
+        from spelltransfer.data.tasks.letter_lists import COUNT_ANSWERS
+
+        pool = self.item_pool(rng)
+        target = rng.choice(COUNT_ANSWERS)
+        distinct = rng.sample(pool, min(len(pool), rng.randint(2, 6)))
+        item, others = distinct[0], distinct[1:] or [w for w in pool if w != distinct[0]][:1]
+        if not others:  # a one-item pool: only the plain draw is possible
+            return super().build(word, shown, template, rng)
+        items = [rng.choice(others) for _ in range(rng.randint(max(MIN_ITEMS, target + 1), MAX_ITEMS))]
+        for slot in rng.sample(range(len(items)), target):
+            items[slot] = item
+        answer = str(target)
+        prompt = template.format(item=item, items=", ".join(items))
+        if self.form == "direct":
+            return prompt, answer
+        marks = count_marks(items, item) if self.form == "spell_marked" else None
+        return prompt + instruction(ListCount.name, self.form), spell_first_target(items, answer, marks)
+
+
 if __name__ == "__main__":
     preview(ListCount, 8)
+    preview(ListCountBalanced, 8)
