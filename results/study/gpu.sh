@@ -116,10 +116,12 @@ chunk)
     $(ls worker*/runs/*/*.log worker*/packs/*/pack.log 2>/dev/null | tail -n 60))
   ls -la $OUT; exit $rc ;;
 aside)
-  if [ -f $ASIDE ]; then mkdir -p .git/study-aside && mv $ASIDE .git/study-aside/ && echo "moved $ASIDE into .git/study-aside/"; fi
+  g=$(git rev-parse --git-common-dir)/study-aside
+  if [ -f $ASIDE ]; then mkdir -p $g && mv $ASIDE $g/ && echo "moved $ASIDE into $g/"; fi
   bash "$0" size ;;
 back)
-  if [ -f .git/study-aside/$(basename $ASIDE) ]; then mv .git/study-aside/$(basename $ASIDE) $ASIDE && echo "restored $ASIDE"; fi
+  g=$(git rev-parse --git-common-dir)/study-aside
+  if [ -f $g/$(basename $ASIDE) ]; then mv $g/$(basename $ASIDE) $ASIDE && echo "restored $ASIDE"; fi
   git status --short results/recipe ;;
 keep)
   dir=${2:?keep DIR: the files_at of the run}

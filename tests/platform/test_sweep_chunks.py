@@ -108,3 +108,53 @@ def test_micro_batch_and_step_cap_become_the_trial_overrides(repo_root, monkeypa
     assert "training.max_steps=2000" in trial_overrides(capped, params)  # 8000 micro-batches / 4
     assert "training.max_steps=500" in trial_overrides(capped, dict(params, **{"training.max_steps": 500}))
     check_training_config(spec, params)  # batch 64 in 4 micro-batches of 16 validates
+
+
+def _state_with_serial(folder: Path, serial: int) -> Path:
+    """A state folder whose optuna.db carries chunk_serial (what gpu.sh reads with sqlite3 alone)."""
+    import optuna
+
+    folder.mkdir(parents=True)
+    study = optuna.create_study(study_name="study", storage=f"sqlite:///{folder / 'optuna.db'}")
+    study.set_user_attr("chunk_serial", serial)
+    (folder / "chunks.jsonl").write_text("")
+    return folder
+
+
+def test_gpu_sh_keep_commits_only_a_newer_state(tmp_path, repo_root):
+    """results/study/gpu.sh keep DIR: DIR/state.tar.gz replaces results/study/state only when its
+    chunk serial is not older, and is committed by path (the GPU sequence's step after each call)."""
+    import subprocess
+    import sys
+    import tarfile
+
+    repo = tmp_path / "repo"
+    (repo / "results" / "study").mkdir(parents=True)
+    shutil.copy(Path(repo_root) / "results" / "study" / "gpu.sh", repo / "results" / "study" / "gpu.sh")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
+
+    def files_at(serial: int) -> Path:
+        out = tmp_path / f"out{serial}"
+        state = _state_with_serial(tmp_path / f"s{serial}" / "state", serial)
+        out.mkdir()
+        with tarfile.open(out / "state.tar.gz", "w:gz") as tar:
+            tar.add(state, arcname="state")
+        return out
+
+    def keep(out: Path) -> subprocess.CompletedProcess:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", "PY": sys.executable}
+        return subprocess.run(["bash", "results/study/gpu.sh", "keep", str(out)], cwd=repo, env=env,
+                              capture_output=True, text=True, check=False)
+
+    two, one = files_at(2), files_at(1)
+    assert keep(two).returncode == 0
+    log = subprocess.run([*git, "log", "--oneline", "-1"], capture_output=True, text=True, check=True).stdout
+    assert "state after chunk 2" in log
+    older = keep(one)
+    assert older.returncode == 1 and "older" in older.stdout
+    assert "state after chunk 2" in subprocess.run([*git, "log", "--oneline", "-1"], capture_output=True, text=True,
+                                                   check=True).stdout
