@@ -31,45 +31,15 @@ when ``$OUT`` is set, to ``$OUT/gradcheck.json`` (rewritten after every row).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
-import types
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _gpu_check import Rows, environment, has_config, import_packed, missing_configs, rel as _rel, sig as _sig  # noqa: E402
+
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def _import_packed():
-    """``spelltransfer.train.packed.{fused,multi_lora,attention}`` without running the package inits."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("spelltransfer")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("spelltransfer is not importable: run with PYTHONPATH=$PWD/shared")
-    root = Path(list(spec.submodule_search_locations)[0])
-    for name, sub in (("spelltransfer.train", "train"), ("spelltransfer.train.packed", "train/packed")):
-        if name not in sys.modules:
-            module = types.ModuleType(name)
-            module.__path__ = [str(root / sub)]
-            sys.modules[name] = module
-    from spelltransfer.train.packed import attention, fused, multi_lora
-
-    return attention, fused, multi_lora
-
-
-def _rel(a, b) -> float:
-    den = float(b.norm())
-    return float((a - b).norm()) / den if den else float((a - b).norm())
-
-
-def _sig(x: float) -> float:
-    return float(f"{x:.4g}")
-
-
-def _has_config(module, key: str) -> bool:
-    return key in getattr(module, "_config", {})
 
 
 def variants_table(dev: str, cpu_compile: bool):
@@ -173,37 +143,18 @@ def main(argv=None) -> int:
     import torch.nn.functional as F
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    attention, fused, multi_lora = _import_packed()
+    pk = import_packed()
+    attention, fused, multi_lora = pk.attention, pk.fused, pk.multi_lora
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
     from torch._dynamo.utils import counters
 
     dev = args.device
-    out_dir = os.environ.get("OUT")
-    rows: list[dict] = []
-
-    def emit(row: dict) -> None:
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        if out_dir:
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-            Path(out_dir, "gradcheck.json").write_text(json.dumps(rows, indent=1) + "\n")
-
-    header = {"torch": torch.__version__, "device": dev, "python": sys.version.split()[0]}
-    if dev == "cuda":
-        header.update(name=torch.cuda.get_device_name(), capability=list(torch.cuda.get_device_capability()),
-                      cuda=torch.version.cuda)
-    try:
-        import triton
-
-        header["triton"] = triton.__version__
-    except ImportError:
-        header["triton"] = None
-    import transformers
-
-    header["transformers"] = transformers.__version__
-    header["configs"] = {k: _has_config(inductor_config, k) for k in ("max_autotune_gemm_backends", "triton.mix_order_reduction")}
-    header["configs"]["functorch.donated_buffer"] = _has_config(functorch_config, "donated_buffer")
+    rows = Rows("gradcheck.json")
+    emit = rows.emit
+    header = environment(torch, dev)
+    header["configs"] = {k: has_config(inductor_config, k) for k in ("max_autotune_gemm_backends", "triton.mix_order_reduction")}
+    header["configs"]["functorch.donated_buffer"] = has_config(functorch_config, "donated_buffer")
     emit(header)
 
     def over_budget(name: str) -> bool:
@@ -348,8 +299,7 @@ def main(argv=None) -> int:
     for name, spec in variants_table(dev, args.cpu_compile).items():
         if not wanted(name) or over_budget(name):
             continue
-        missing = [k for k in spec["inductor"] if not _has_config(inductor_config, k)]
-        missing += [k for k in spec["functorch"] if not _has_config(functorch_config, k)]
+        missing = missing_configs(spec, inductor_config, functorch_config)
         if missing:
             emit({"variant": name, "skipped": f"this torch has no config {missing}"})
             continue

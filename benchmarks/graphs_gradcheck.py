@@ -64,12 +64,13 @@ i.e. only the script logic and the static layout are tested); compiled variants 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
-import types
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _gpu_check import Rows, environment, import_packed, missing_configs, rel as _rel, sig as _sig  # noqa: E402
 
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 RANKS = [4, 8, 16, 32, 8, 16, 4, 32]
@@ -79,28 +80,8 @@ ACCUM = [1, 2, 1, 1, 2, 1, 4, 1]
 KERNEL = ["auto"]   # the LoRA kernel of the bf16 rows (main sets it from --kernel)
 
 
-def import_packed():
-    """The packed modules (graphs, fused, multi_lora, attention, batches, optimizer) without the
-    ``spelltransfer.train`` / ``.packed`` package inits (they import pydantic via trainer.py)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("spelltransfer")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("spelltransfer is not importable: run with PYTHONPATH=$PWD/shared")
-    root = Path(list(spec.submodule_search_locations)[0])
-    for name, sub in (("spelltransfer.train", "train"), ("spelltransfer.train.packed", "train/packed")):
-        if name not in sys.modules:
-            module = types.ModuleType(name)
-            module.__path__ = [str(root / sub)]
-            sys.modules[name] = module
-    from spelltransfer.train.packed import attention, batches, fused, graphs, multi_lora, optimizer
-
-    return types.SimpleNamespace(attention=attention, batches=batches, fused=fused, graphs=graphs,
-                                 multi_lora=multi_lora, optimizer=optimizer)
-
-
 class Bench:
-    """What ``GraphedChunks`` reads of a ``PackedTrainer``; ``loss_on_device``/``_answer_loss`` copied from trainer.py."""
+    """What ``GraphedChunks`` reads of a ``PackedTrainer`` (which needs pydantic); its loss is the trainer's own."""
 
     def __init__(self, model, weights, routing, fused, n_trials: int, pad_id: int = 0):
         self.model, self.weights, self.routing, self.fused = model, weights, routing, fused
@@ -108,29 +89,10 @@ class Bench:
         self.pad_id = pad_id
         self.device = next(model.parameters()).device
 
-    # --- copied from PackedTrainer (trainer.py) ---
     def loss_on_device(self, input_ids, position_ids, attention_mask, cu, max_len, predict_at, targets, weights, trial_of):
-        body = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
-        if self.fused is not None:
-            hidden = self.fused.hidden(input_ids[0], position_ids[0], cu, max_len)
-            return self._answer_loss(hidden, predict_at, targets, weights, trial_of)
-        if cu is not None:
-            out = body(input_ids=input_ids, position_ids=position_ids, use_cache=False,
-                       cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=max_len, max_length_k=max_len)
-        else:
-            out = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
-        return self._answer_loss(hidden, predict_at, targets, weights, trial_of)
-
-    def _answer_loss(self, hidden, predict_at, targets, weights, trial_of):
-        import torch
-        import torch.nn.functional as F
-
-        logits = self.model.get_output_embeddings()(hidden.index_select(0, predict_at)).float()
-        token_loss = F.cross_entropy(logits, targets, reduction="none") * weights
-        per_trial = torch.zeros(len(self.trials), dtype=torch.float32, device=token_loss.device)
-        per_trial.index_add_(0, trial_of, token_loss.detach())
-        return token_loss.sum(), per_trial
+        """The trainer's own chunk loss (train/packed/chunk_loss.py), compiled layers wherever the decoder has them."""
+        return import_packed().chunk_loss.chunk_loss(self.model, self.fused, len(self.trials), input_ids, position_ids,
+                                                     attention_mask, cu, max_len, predict_at, targets, weights, trial_of)
 
 
 def make_steps(pk, n_steps: int, vocab: int, seed: int = 0):
@@ -221,15 +183,6 @@ def _shapes(config) -> dict:
             "gate_proj": (d, i), "up_proj": (d, i), "down_proj": (i, d)}
 
 
-def _rel(a, b) -> float:
-    den = float(b.norm())
-    return float((a - b).norm()) / den if den else float((a - b).norm())
-
-
-def _sig(x: float) -> float:
-    return float(f"{x:.4g}")
-
-
 def chunk_trials(part) -> list[int]:
     return sorted({s.trial for s in part})
 
@@ -278,30 +231,9 @@ def main(argv=None) -> int:
     dev = args.device
     cuda = dev == "cuda"
     bf16 = torch.bfloat16 if cuda else torch.float32   # CPU: "bf16" rows run fp32 (no bf16 FlashAttention there)
-    out_dir = os.environ.get("OUT")
-    rows: list[dict] = []
-
-    def emit(row: dict) -> None:
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        if out_dir:
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-            Path(out_dir, "graphs_gradcheck.json").write_text(json.dumps(rows, indent=1) + "\n")
-
-    header = {"torch": torch.__version__, "device": dev, "python": sys.version.split()[0], "args": vars(args)}
-    if cuda:
-        header.update(name=torch.cuda.get_device_name(), capability=list(torch.cuda.get_device_capability()),
-                      cuda=torch.version.cuda)
-    try:
-        import triton
-
-        header["triton"] = triton.__version__
-    except ImportError:
-        header["triton"] = None
-    import transformers
-
-    header["transformers"] = transformers.__version__
-    emit(header)
+    rows = Rows("graphs_gradcheck.json")
+    emit = rows.emit
+    emit(environment(torch, dev, args=vars(args)))
 
     config = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
                          num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
@@ -415,17 +347,13 @@ def main(argv=None) -> int:
             return True
         return False
 
-    def has_config(module, key: str) -> bool:
-        return key in getattr(module, "_config", {})
-
     nograph_compiled: list | None = None
     ref_train = None
     verdicts: dict[str, str] = {}
     for name, spec in table.items():
         if not wanted(name) or over_budget(name):
             continue
-        missing = [k for k in spec["inductor"] if not has_config(inductor_config, k)]
-        missing += [k for k in spec["functorch"] if not has_config(functorch_config, k)]
+        missing = missing_configs(spec, inductor_config, functorch_config)
         if missing:
             emit({"variant": name, "skipped": f"this torch has no config {missing}"})
             continue

@@ -1,5 +1,5 @@
 """``benchmarks/graphs_gradcheck.py`` drives ``GraphedChunks`` with a pydantic-free stand-in for
-``PackedTrainer`` (``Bench``, whose ``loss_on_device`` is a copy of the trainer's). Checked here on CPU:
+``PackedTrainer`` (``Bench``, whose ``loss_on_device`` is the trainer's own ``chunk_loss``). Checked here on CPU:
 the stand-in gives the trainer's exact per-trial loss and adapter gradient on the same static buffers,
 for the HF decoder and the fused decoder, so what the GPU check measures is what the trainer runs."""
 

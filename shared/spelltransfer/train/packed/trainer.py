@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from spelltransfer.errors import ConfigError, DataError
 from spelltransfer.train.dataset import BatchOrder, tokenize_example
@@ -31,6 +30,7 @@ from spelltransfer.train.model_config import LLAMA_STYLE, ModelConfig
 from spelltransfer.train.optim import OptimizerConfig, SchedulerConfig, lr_factor
 from spelltransfer.train.packed import attention
 from spelltransfer.train.packed.batches import LAYOUTS, PreparedExample, Sequence, build_chunk, cut_chunks, plan_step
+from spelltransfer.train.packed.chunk_loss import chunk_loss
 from spelltransfer.train.packed.multi_lora import export_adapter, inject_multi_lora
 from spelltransfer.train.packed.optimizer import MultiTrialAdamW, _to_device
 from spelltransfer.train.packed.trials import TrialSpec
@@ -210,26 +210,11 @@ class PackedTrainer:
         return batches
 
     def loss_on_device(self, input_ids, position_ids, attention_mask, cu, max_len, predict_at, targets, weights, trial_of):
-        """Weighted answer loss of one chunk (summed over trials) and its per-trial parts [K]."""
-        body = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
-        if self.fused is not None:
-            # compiled layers only on the graph's fixed shapes (see _fused_decoder)
-            hidden = self.fused.hidden(input_ids[0], position_ids[0], cu, max_len, eager=not self._graph_pass)
-            return self._answer_loss(hidden, predict_at, targets, weights, trial_of)
-        if cu is not None:
-            out = body(input_ids=input_ids, position_ids=position_ids, use_cache=False,
-                       cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=max_len, max_length_k=max_len)
-        else:
-            out = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
-        return self._answer_loss(hidden, predict_at, targets, weights, trial_of)
+        """Weighted answer loss of one chunk (summed over trials) and its per-trial parts [K] (chunk_loss.py).
 
-    def _answer_loss(self, hidden, predict_at, targets, weights, trial_of):
-        logits = self.model.get_output_embeddings()(hidden.index_select(0, predict_at)).float()
-        token_loss = F.cross_entropy(logits, targets, reduction="none") * weights
-        per_trial = torch.zeros(len(self.trials), dtype=torch.float32, device=token_loss.device)
-        per_trial.index_add_(0, trial_of, token_loss.detach())
-        return token_loss.sum(), per_trial
+        Compiled fused layers run only in the CUDA-graph pass, on its fixed shapes (see _fused_decoder)."""
+        return chunk_loss(self.model, self.fused, len(self.trials), input_ids, position_ids, attention_mask, cu, max_len,
+                          predict_at, targets, weights, trial_of, eager=not self._graph_pass)
 
     def _forward_loss(self, chunk) -> tuple[torch.Tensor, torch.Tensor]:
         dev = self.device
