@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import types
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -84,7 +85,28 @@ def has_config(module, key: str) -> bool:
     return key in getattr(module, "_config", {})
 
 
-def missing_configs(spec: dict, inductor_config, functorch_config) -> list[str]:
-    """The configs a variant patches that this torch does not have."""
-    return ([k for k in spec["inductor"] if not has_config(inductor_config, k)]
-            + [k for k in spec["functorch"] if not has_config(functorch_config, k)])
+def _configs():
+    from torch._functorch import config as functorch_config
+    from torch._inductor import config as inductor_config
+
+    return inductor_config, functorch_config
+
+
+def unsupported(spec: dict) -> str | None:
+    """Why this torch cannot run a variant (a config it patches does not exist here), or None."""
+    inductor_config, functorch_config = _configs()
+    missing = ([k for k in spec["inductor"] if not has_config(inductor_config, k)]
+               + [k for k in spec["functorch"] if not has_config(functorch_config, k)])
+    return f"this torch has no config {missing}" if missing else None
+
+
+@contextmanager
+def patched(torch, spec: dict):
+    """A variant's compile settings: a fresh Dynamo cache, cleared counters, its inductor/functorch patches."""
+    from torch._dynamo.utils import counters
+
+    inductor_config, functorch_config = _configs()
+    torch._dynamo.reset()
+    counters.clear()
+    with inductor_config.patch(spec["inductor"]), functorch_config.patch(spec["functorch"]):
+        yield

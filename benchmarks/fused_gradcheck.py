@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _gpu_check import Rows, environment, has_config, import_packed, missing_configs, rel as _rel, sig as _sig  # noqa: E402
+from _gpu_check import Rows, environment, has_config, import_packed, patched, rel as _rel, unsupported, sig as _sig  # noqa: E402
 
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -299,15 +299,13 @@ def main(argv=None) -> int:
     for name, spec in variants_table(dev, args.cpu_compile).items():
         if not wanted(name) or over_budget(name):
             continue
-        missing = missing_configs(spec, inductor_config, functorch_config)
-        if missing:
-            emit({"variant": name, "skipped": f"this torch has no config {missing}"})
+        skip = unsupported(spec)
+        if skip:
+            emit({"variant": name, "skipped": skip})
             continue
         t0 = time.perf_counter()
         try:
-            torch._dynamo.reset()
-            counters.clear()
-            with inductor_config.patch(spec["inductor"]), functorch_config.patch(spec["functorch"]):
+            with patched(torch, spec):
                 loss, weights, layer_kernel, hidden = run(spec)
             grad = weights.grad.detach().float().cpu()
             del weights

@@ -70,7 +70,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _gpu_check import Rows, environment, import_packed, missing_configs, rel as _rel, sig as _sig  # noqa: E402
+from _gpu_check import Rows, environment, import_packed, patched, rel as _rel, unsupported, sig as _sig  # noqa: E402
 
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 RANKS = [4, 8, 16, 32, 8, 16, 4, 32]
@@ -224,8 +224,6 @@ def main(argv=None) -> int:
     KERNEL[0] = args.kernel
     if args.kernel == "auto" and args.device != "cuda":
         KERNEL[0] = "grouped" if pk.multi_lora._probe_cpu_grouped_mm() else "loop"
-    import torch._functorch.config as functorch_config
-    import torch._inductor.config as inductor_config
     from torch._dynamo.utils import counters
 
     dev = args.device
@@ -353,15 +351,13 @@ def main(argv=None) -> int:
     for name, spec in table.items():
         if not wanted(name) or over_budget(name):
             continue
-        missing = missing_configs(spec, inductor_config, functorch_config)
-        if missing:
-            emit({"variant": name, "skipped": f"this torch has no config {missing}"})
+        skip = unsupported(spec)
+        if skip:
+            emit({"variant": name, "skipped": skip})
             continue
         t0 = time.perf_counter()
         try:
-            torch._dynamo.reset()
-            counters.clear()
-            with inductor_config.patch(spec["inductor"]), functorch_config.patch(spec["functorch"]):
+            with patched(torch, spec):
                 if spec["train"]:
                     losses = train_own(pk, torch, spec, config, dev, bf16, state0, train_steps, runner_for, make_optimizer, args)
                     row = {"variant": name, "losses": [[_sig(x) for x in step] for step in losses]}
