@@ -15,7 +15,7 @@ data and the same adapter weights.
 What it replicates rather than imports: ``PackedTrainer`` itself (trainer.py imports pydantic, which
 the GPU machine lacks). ``Bench`` below is a stand-in with the attributes ``GraphedChunks`` reads
 (``device``, ``trials``, ``pad_id``, ``weights``, ``routing``, ``loss_on_device``); its
-``loss_on_device``/``_answer_loss`` are copies of trainer.py's (kept equal by
+``loss_on_device`` is the trainer's own ``train/packed/chunk_loss.chunk_loss`` (checked equal by
 ``tests/train/test_packed_graphs_bench.py``). Chunks come from ``batches.plan_step``/``cut_chunks``
 with ``GraphedChunks.limits()``, as in ``PackedTrainer.step``.
 
